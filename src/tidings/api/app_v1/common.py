@@ -1,0 +1,15 @@
+"""What every App API module shares."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Query
+
+from tidings.api.auth import app_workspace
+from tidings.workspaces.schemas import WorkspaceContext
+
+Workspace = Annotated[WorkspaceContext, Depends(app_workspace)]
+IdType = Annotated[str, Query(pattern="^(id|email|cio_id)$", description="How to read the identifier")]
+Start = Annotated[str | None, Query(description="Cursor from a previous page's next")]
+MAX_BODY = 1_000_000

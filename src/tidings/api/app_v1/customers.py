@@ -1,0 +1,88 @@
+"""App API: people."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tidings.api import docs
+from tidings.api.app_v1.common import MAX_BODY, IdType, Start, Workspace
+from tidings.api.auth import runtime_of
+from tidings.api.body import read_object
+from tidings.api.paths import path_value
+from tidings.api.surfaces import AppRoute, json_response
+from tidings.errors import InvalidInput
+from tidings.people import queries
+
+router = APIRouter(prefix="/v1/customers", route_class=AppRoute, tags=["App API: customers"])
+
+
+@router.get("", summary="Find people by email")
+async def by_email(request: Request, ws: Workspace, email: Annotated[str, Query()]) -> Response:
+    rows = await runtime_of(request).db.read(lambda s: queries.find_by_email(s, ws.workspace_id, email))
+    return json_response({"results": rows})
+
+
+@router.get("/{identifier}/attributes", summary="A person's attributes, identifiers and devices")
+async def attributes(identifier: str, request: Request, ws: Workspace, id_type: IdType = "id") -> Response:
+    def load(session: Session) -> dict[str, Any]:
+        person = queries.lookup(session, ws.workspace_id, path_value(identifier), id_type)
+        return {"customer": queries.customer_view(session, person)}
+
+    return json_response(await runtime_of(request).db.read(load))
+
+
+@router.post(
+    "/attributes",
+    summary="Attributes of up to 100 people",
+    openapi_extra=docs.json_body(
+        docs.obj({"ids": {"type": "array", "items": docs.STRING, "maxItems": 100}}, ["ids"])
+    ),
+)
+async def attributes_many(request: Request, ws: Workspace, id_type: IdType = "id") -> Response:
+    body = await read_object(request, MAX_BODY)
+    ids = body.get("ids")
+    if not isinstance(ids, list) or not 1 <= len(ids) <= 100 or not all(isinstance(i, str) for i in ids):
+        raise InvalidInput("ids must be a list of 1 to 100 strings", field="ids")
+    rows = await runtime_of(request).db.read(
+        lambda s: queries.attributes_of_many(s, ws.workspace_id, ids, id_type)
+    )
+    return json_response({"customers": rows})
+
+
+@router.get("/{identifier}/activities", summary="A person's activity log, newest first")
+async def activities(
+    identifier: str,
+    request: Request,
+    ws: Workspace,
+    id_type: IdType = "id",
+    start: Start = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    type: Annotated[str | None, Query()] = None,
+    name: Annotated[str | None, Query()] = None,
+) -> Response:
+    def load(session: Session) -> dict[str, Any]:
+        person = queries.lookup(session, ws.workspace_id, path_value(identifier), id_type)
+        return queries.activities(session, person, start=start, limit=limit, type_=type, name=name)
+
+    return json_response(await runtime_of(request).db.read(load))
+
+
+@router.get("/{identifier}/relationships", summary="Objects a person is related to")
+async def relationships(
+    identifier: str,
+    request: Request,
+    ws: Workspace,
+    id_type: IdType = "id",
+    start: Start = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    def load(session: Session) -> dict[str, Any]:
+        person = queries.lookup(session, ws.workspace_id, path_value(identifier), id_type)
+        return queries.relationships(session, person, start=start, limit=limit)
+
+    return json_response(await runtime_of(request).db.read(load))

@@ -1,0 +1,47 @@
+"""The ASGI application: every API on one port."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from tidings import __version__
+from tidings.api import app_v1, track_v1, unsubscribe
+from tidings.api.auth import Gatekeeper
+from tidings.api.paths import EncodedSlashMiddleware
+from tidings.api.surfaces import json_response
+from tidings.config import get_settings
+from tidings.runtime import Runtime
+
+
+def create_app(runtime: Runtime | None = None) -> FastAPI:
+    runtime = runtime or Runtime.from_settings(get_settings())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        runtime.db.start()
+        yield
+        runtime.db.close()
+
+    app = FastAPI(
+        title="Tidings",
+        version=__version__,
+        summary="Self-hosted customer engagement, wire-compatible with Customer.io.",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.gatekeeper = Gatekeeper(cache_seconds=runtime.settings.auth_cache_seconds)
+    app.include_router(track_v1.router)
+    app.include_router(unsubscribe.router)
+    app.include_router(app_v1.router)
+
+    @app.get("/healthz", tags=["Operations"], summary="Liveness; also the benchmarks' no-op baseline")
+    async def healthz() -> object:
+        return json_response({"status": "ok"})
+
+    app.add_middleware(EncodedSlashMiddleware)
+    return app

@@ -1,0 +1,52 @@
+"""Settings, read once from the environment (prefix ``TIDINGS_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_database_url() -> str:
+    return f"sqlite:///{Path.cwd() / 'tidings.db'}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIDINGS_", extra="ignore")
+
+    database_url: str = Field(default_factory=_default_database_url)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # The URL people and clients use to reach this server; printed on start and returned by
+    # `GET /api/v1/accounts/region`. Defaults to http://host:port.
+    public_url: str | None = None
+    region: str = "us"
+    log_level: str = "info"
+    # How long a verified credential is trusted without re-reading the database. Revocation in another
+    # process takes effect within this many seconds.
+    auth_cache_seconds: float = 2.0
+    # Group commit: how many write units may share one transaction.
+    write_batch_size: int = 256
+    # Worker: how often it looks for due work, and how long a claimed job is leased.
+    worker_poll_seconds: float = 1.0
+    worker_lease_seconds: float = 60.0
+    # Maintenance: how long anonymous events wait to be linked, and how long Pipelines messageIds dedup.
+    anonymous_event_retention_days: int = 30
+    pipelines_dedup_days: int = 7
+    # Shifts the clock (seconds); tests use it to move time without sleeping.
+    clock_offset_seconds: float = 0.0
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

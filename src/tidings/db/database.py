@@ -1,0 +1,190 @@
+"""The boundary that owns transactions.
+
+Request handlers, jobs and the CLI never commit themselves: they hand a unit of work (a function of a
+``Session``) to :meth:`Database.write` or :meth:`Database.read`. Services inside only flush.
+
+Writes go through group commit: concurrent requests' units share one transaction, each inside its own
+SAVEPOINT so one unit's failure rolls back only that unit. The awaiting request is answered only after the
+shared COMMIT returns, so a 200 still means "durable" while the fsync cost is paid once per batch instead
+of once per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from tidings.db.engine import create_store_engine
+from tidings.errors import TidingsError
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# Errors worth re-running a unit alone for: a race with another process (unique key) or a lock timeout.
+_RETRYABLE = (IntegrityError, OperationalError)
+
+
+@dataclass
+class _Unit:
+    fn: Callable[[Session], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    result: Any = None
+    error: BaseException | None = None
+    done: bool = field(default=False)
+
+
+class Database:
+    def __init__(self, url: str, *, writers: int | None = None, batch_size: int = 256) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self.write_engine: Engine = create_store_engine(url, writer=True)
+        self.read_engine: Engine = (
+            create_store_engine(url, writer=False) if self.is_sqlite else self.write_engine
+        )
+        self._write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
+        # SQLite has one writer at a time anyway; PostgreSQL gains from a few concurrent transactions.
+        self._writer_count = writers or (1 if self.is_sqlite else 4)
+        self._batch_size = batch_size
+        self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    # -- synchronous use (CLI, worker, migrations) -------------------------------------------------
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A write session committed on success, rolled back on error."""
+        with self._write_sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        with self._read_sessions() as session, session.begin():
+            yield session
+
+    def run(self, fn: Callable[[Session], T]) -> T:
+        with self.session() as session:
+            return fn(session)
+
+    # -- asynchronous use (HTTP) ---------------------------------------------------------------------
+
+    async def read(self, fn: Callable[[Session], T]) -> T:
+        def work() -> T:
+            with self.read_session() as session:
+                return fn(session)
+
+        return await anyio.to_thread.run_sync(work)
+
+    async def write(self, fn: Callable[[Session], T]) -> T:
+        """Run ``fn`` in a transaction shared with other concurrent writes; return once committed."""
+        if not self._threads:
+            self.start()
+        loop = asyncio.get_running_loop()
+        unit = _Unit(fn=fn, loop=loop, future=loop.create_future())
+        self._queue.put(unit)
+        result: T = await unit.future
+        return result
+
+    def start(self) -> None:
+        for index in range(self._writer_count):
+            thread = threading.Thread(target=self._writer_loop, name=f"tidings-writer-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._threads.clear()
+        self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            self.read_engine.dispose()
+
+    # -- the writer ----------------------------------------------------------------------------------
+
+    def _writer_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self._batch_size:
+                try:
+                    unit = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if unit is None:
+                    self._queue.put(None)
+                    break
+                batch.append(unit)
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Unit]) -> None:
+        retry: list[_Unit] = []
+        try:
+            with self._write_sessions() as session, session.begin():
+                for unit in batch:
+                    try:
+                        with session.begin_nested():
+                            unit.result = unit.fn(session)
+                        unit.done = True
+                    except TidingsError as exc:
+                        unit.error = exc
+                    except _RETRYABLE:
+                        retry.append(unit)
+                    except Exception as exc:
+                        log.exception("write unit failed")
+                        unit.error = exc
+        except DBAPIError:
+            # The COMMIT itself failed (deadlock, serialization, disk): nothing of the batch is durable.
+            log.warning("group commit failed; re-running %d units one by one", len(batch), exc_info=True)
+            retry = list(batch)
+            for unit in batch:
+                unit.done, unit.error = False, None
+        for unit in retry:
+            self._run_alone(unit)
+        for unit in batch:
+            self._resolve(unit)
+
+    def _run_alone(self, unit: _Unit, attempts: int = 3) -> None:
+        for attempt in range(attempts):
+            try:
+                with self._write_sessions() as session, session.begin():
+                    unit.result = unit.fn(session)
+                unit.done, unit.error = True, None
+                return
+            except TidingsError as exc:
+                unit.error = exc
+                return
+            except _RETRYABLE as exc:
+                unit.error = exc
+                log.info("write unit retry %d after %s", attempt + 1, type(exc).__name__)
+            except Exception as exc:
+                log.exception("write unit failed")
+                unit.error = exc
+                return
+
+    @staticmethod
+    def _resolve(unit: _Unit) -> None:
+        def settle() -> None:
+            if unit.future.done():
+                return
+            if unit.error is not None:
+                unit.future.set_exception(unit.error)
+            else:
+                unit.future.set_result(unit.result)
+
+        unit.loop.call_soon_threadsafe(settle)

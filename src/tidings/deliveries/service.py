@@ -1,0 +1,128 @@
+"""Delivery metrics reported from outside Tidings (Track ``/metrics``, legacy push events, Pipelines
+``Report Delivery Event``, one-click unsubscribe)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tidings.errors import InvalidInput
+from tidings.models import Delivery, DeliveryMetricReport, Person
+from tidings.people import activity
+from tidings.people.service import as_unix
+
+# Metrics Customer.io accepts on ``/api/v1/metrics``, across channels.
+METRICS = frozenset(
+    {
+        "bounced",
+        "clicked",
+        "converted",
+        "deferred",
+        "delivered",
+        "dropped",
+        "opened",
+        "spammed",
+        "unsubscribed",
+    }
+)
+PUSH_EVENTS = frozenset({"opened", "converted", "delivered"})
+
+
+def _optional_str(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{key} must be a string", field=key)
+    return value
+
+
+def report_metric(session: Session, workspace_id: int, body: Any, *, now: int, source: str) -> None:
+    if not isinstance(body, dict):
+        raise InvalidInput("body must be a JSON object")
+    delivery_id = body.get("delivery_id")
+    if not isinstance(delivery_id, str) or not delivery_id:
+        raise InvalidInput("delivery_id is required", field="delivery_id")
+    metric = body.get("metric")
+    if metric not in METRICS:
+        raise InvalidInput(f"metric must be one of {', '.join(sorted(METRICS))}", field="metric")
+    session.add(
+        DeliveryMetricReport(
+            workspace_id=workspace_id,
+            delivery_id=delivery_id,
+            metric=metric,
+            timestamp=as_unix(body.get("timestamp"), "timestamp") or now,
+            recipient=_optional_str(body, "recipient"),
+            reason=_optional_str(body, "reason"),
+            href=_optional_str(body, "href"),
+            source=source,
+            received_at=now,
+        )
+    )
+
+
+def report_push_event(session: Session, workspace_id: int, body: Any, *, now: int) -> None:
+    if not isinstance(body, dict):
+        raise InvalidInput("body must be a JSON object")
+    delivery_id = body.get("delivery_id")
+    if not isinstance(delivery_id, str) or not delivery_id:
+        raise InvalidInput("delivery_id is required", field="delivery_id")
+    event = body.get("event")
+    if event not in PUSH_EVENTS:
+        raise InvalidInput("event must be opened, converted or delivered", field="event")
+    session.add(
+        DeliveryMetricReport(
+            workspace_id=workspace_id,
+            delivery_id=delivery_id,
+            metric=event,
+            timestamp=as_unix(body.get("timestamp"), "timestamp") or now,
+            device_token=_optional_str(body, "device_id"),
+            source="push_events",
+            received_at=now,
+        )
+    )
+
+
+def unsubscribe(session: Session, delivery_id: str, body: Any, *, now: int) -> None:
+    """``POST /unsubscribe/{delivery_id}``: unsubscribe the delivery's person, attributed to it."""
+    if not isinstance(body, dict) or not isinstance(body.get("unsubscribe"), bool):
+        raise InvalidInput('body must be {"unsubscribe": true}', field="unsubscribe")
+    if not is_delivery_id(delivery_id):
+        raise InvalidInput("malformed delivery id", field="delivery_id")
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is None:
+        raise InvalidInput(f"unknown delivery {delivery_id}", field="delivery_id")
+    if not body["unsubscribe"]:
+        return
+    delivery.unsubscribed_at = delivery.unsubscribed_at or now
+    session.add(
+        DeliveryMetricReport(
+            workspace_id=delivery.workspace_id,
+            delivery_id=delivery_id,
+            metric="unsubscribed",
+            timestamp=now,
+            recipient=delivery.recipient,
+            source="unsubscribe",
+            received_at=now,
+        )
+    )
+    person = session.get(Person, delivery.person_id) if delivery.person_id is not None else None
+    if person is not None and not person.unsubscribed:
+        person.unsubscribed = True
+        person.updated_at = now
+        activity.record(
+            session,
+            delivery.workspace_id,
+            person.id,
+            "unsubscribed",
+            now=now,
+            data={"delivery_id": delivery_id},
+            delivery_id=delivery_id,
+            delivery_type=delivery.channel,
+        )
+    session.flush()
+
+
+def is_delivery_id(value: str) -> bool:
+    return 8 <= len(value) <= 64 and all(c.isalnum() or c in "-_=" for c in value)

@@ -1,0 +1,227 @@
+"""Events: person events, anonymous and invite events, page and screen views, form submissions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from tidings.errors import InvalidInput
+from tidings.ids import new_ulid
+from tidings.models import Event, Form
+from tidings.people import activity, anonymous
+from tidings.people import service as people
+from tidings.people.attributes import byte_len, check_identifier
+from tidings.people.identifiers import Identifier
+from tidings.workspaces.limits import Limits
+from tidings.workspaces.schemas import WorkspaceContext
+
+EVENT_TYPES = frozenset({"event", "page", "screen"})
+TRIGGER_WINDOW_SECONDS = anonymous.TRIGGER_WINDOW_SECONDS
+
+
+@dataclass(frozen=True)
+class EventInput:
+    name: str
+    type: str = "event"
+    event_id: str | None = None
+    timestamp: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_event(body: Any, limits: Limits, *, data_key: str = "data") -> EventInput:
+    """Validate a Track event body (``name``, ``type``, ``id``, ``timestamp``, ``data``)."""
+    if not isinstance(body, dict):
+        raise InvalidInput("event must be a JSON object")
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput("name is required", field="name")
+    name = name.strip()
+    if byte_len(name) > limits.max_event_name_bytes:
+        raise InvalidInput(f"name is longer than {limits.max_event_name_bytes} bytes", field="name")
+    type_ = body.get("type") or "event"
+    if type_ not in EVENT_TYPES:
+        raise InvalidInput("type must be event, page or screen", field="type")
+    event_id = body.get("id")
+    if event_id is not None and (not isinstance(event_id, str) or not event_id or byte_len(event_id) > 150):
+        raise InvalidInput("id must be a non-empty string (a ULID)", field="id")
+    timestamp = people.as_unix(body.get("timestamp"), "timestamp")
+    data = body.get(data_key)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{data_key} must be an object", field=data_key)
+    check_event_data(data, limits, field_name=data_key)
+    return EventInput(name=name, type=type_, event_id=event_id, timestamp=timestamp, data=data)
+
+
+def check_event_data(data: dict[str, Any], limits: Limits, *, field_name: str = "data") -> None:
+    size = len(orjson.dumps(data))
+    if size > limits.max_event_data_bytes:
+        raise InvalidInput(
+            f"{field_name} is {size} bytes, more than {limits.max_event_data_bytes}", field=field_name
+        )
+
+
+def _insert_event(session: Session, values: dict[str, Any]) -> bool:
+    """Insert unless an event with the same id was seen (ULID dedup). True when inserted."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = (
+        insert(Event)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["workspace_id", "event_id"])
+        .returning(Event.id)
+    )
+    # RETURNING rather than rowcount: psycopg reports -1 for INSERT … ON CONFLICT DO NOTHING.
+    return session.execute(statement).scalar() is not None
+
+
+def track_person_event(
+    session: Session,
+    ws: WorkspaceContext,
+    ident: Identifier,
+    event: EventInput,
+    *,
+    now: int,
+    source: str = "track",
+) -> bool:
+    """Record an event for a person (creating them when the id or email is new)."""
+    person = people.ensure_person(session, ws, ident, now=now)
+    if person is None:
+        return False
+    timestamp = event.timestamp if event.timestamp is not None else now
+    event_id = event.event_id or new_ulid()
+    inserted = _insert_event(
+        session,
+        {
+            "workspace_id": ws.workspace_id,
+            "event_id": event_id,
+            "person_id": person.id,
+            "anonymous_id": None,
+            "type": event.type,
+            "name": event.name,
+            "data": event.data,
+            "timestamp": timestamp,
+            "received_at": now,
+            "can_trigger": timestamp >= now - TRIGGER_WINDOW_SECONDS,
+            "source": source,
+        },
+    )
+    if inserted:
+        activity.record(
+            session,
+            ws.workspace_id,
+            person.id,
+            event.type,
+            now=timestamp,
+            name=event.name,
+            data={"event_id": event_id, **event.data},
+        )
+    return inserted
+
+
+def track_anonymous_event(
+    session: Session,
+    ws: WorkspaceContext,
+    anonymous_id: str | None,
+    event: EventInput,
+    *,
+    now: int,
+    source: str = "track",
+) -> bool:
+    """An event with an ``anonymous_id`` waits to be merged into a person (or goes straight to the person
+    already linked to it). Without one it is an invite event, addressed by ``data.recipient``."""
+    timestamp = event.timestamp if event.timestamp is not None else now
+    person_id = None
+    if anonymous_id:
+        check_identifier(anonymous_id, ws.settings.limits, field_name="anonymous_id")
+        person_id = anonymous.linked_person_id(session, ws.workspace_id, anonymous_id)
+        if person_id is None:
+            anonymous.profile(session, ws.workspace_id, anonymous_id, now=now)
+    event_id = event.event_id or new_ulid()
+    inserted = _insert_event(
+        session,
+        {
+            "workspace_id": ws.workspace_id,
+            "event_id": event_id,
+            "person_id": person_id,
+            "anonymous_id": anonymous_id or None,
+            "type": event.type if anonymous_id else "invite",
+            "name": event.name,
+            "data": event.data,
+            "timestamp": timestamp,
+            "received_at": now,
+            "can_trigger": timestamp >= now - TRIGGER_WINDOW_SECONDS,
+            "source": source,
+        },
+    )
+    if inserted and person_id is not None:
+        activity.record(
+            session,
+            ws.workspace_id,
+            person_id,
+            event.type,
+            now=timestamp,
+            name=event.name,
+            data={"event_id": event_id, "anonymous_id": anonymous_id, **event.data},
+        )
+    return inserted
+
+
+FORM_RESERVED = frozenset({"form_id", "form_name", "form_type", "form_url", "form_url_param"})
+
+
+def submit_form(session: Session, ws: WorkspaceContext, form_id: str, body: Any, *, now: int) -> None:
+    """A form submission identifies (or creates) the person by its email or id field, sets the other
+    fields as attributes, and is recorded as a ``form`` event that campaigns can trigger on."""
+    if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+        raise InvalidInput('body must be {"data": {...}}', field="data")
+    data: dict[str, Any] = body["data"]
+    for key, value in data.items():
+        if not isinstance(value, str):
+            raise InvalidInput(f"data.{key} must be a string", field=f"data.{key}")
+    email, customer_id = data.get("email"), data.get("id")
+    if bool(email) == bool(customer_id):
+        raise InvalidInput("data must hold exactly one of email or id", field="data")
+    ident = Identifier("email", email) if email else Identifier("id", customer_id or "")
+    fields = {k: v for k, v in data.items() if k not in FORM_RESERVED and k not in ("email", "id")}
+    ref = people.identify(session, ws, ident, fields, now=now)
+    form = session.scalars(
+        select(Form).where(Form.workspace_id == ws.workspace_id, Form.form_id == form_id)
+    ).first()
+    if form is None:
+        form = Form(
+            workspace_id=ws.workspace_id,
+            form_id=form_id,
+            name=data.get("form_name") or form_id,
+            created_at=now,
+        )
+        session.add(form)
+    form.submissions += 1
+    if ref is not None:
+        _insert_event(
+            session,
+            {
+                "workspace_id": ws.workspace_id,
+                "event_id": new_ulid(),
+                "person_id": ref.person_id,
+                "anonymous_id": None,
+                "type": "form",
+                "name": form_id,
+                "data": data,
+                "timestamp": now,
+                "received_at": now,
+                "can_trigger": True,
+                "source": "forms",
+            },
+        )
+        activity.record(
+            session, ws.workspace_id, ref.person_id, "form_submit", now=now, name=form_id, data=data
+        )
+    session.flush()

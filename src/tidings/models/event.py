@@ -1,0 +1,61 @@
+"""Events (person, anonymous, invite, page, screen, form) and Pipelines message dedup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tidings.models.base import Base, BigId, JsonDoc
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "event_id"),
+        Index("ix_events_person_name_ts", "person_id", "name", "timestamp"),
+        Index("ix_events_anonymous", "workspace_id", "anonymous_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    # The client's ULID when it sent one (dedup key), else one Tidings made.
+    event_id: Mapped[str] = mapped_column(String(64))
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), default=None)
+    anonymous_id: Mapped[str | None] = mapped_column(String(150), default=None)
+    # event, page, screen, form — or invite for an anonymous event with no anonymous id.
+    type: Mapped[str] = mapped_column(String(16), default="event")
+    name: Mapped[str] = mapped_column(String(190))
+    data: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    timestamp: Mapped[int]
+    received_at: Mapped[int]
+    # Only events at most 72 hours old when they reach a person may trigger campaigns.
+    can_trigger: Mapped[bool] = mapped_column(default=True)
+    source: Mapped[str] = mapped_column(String(16), default="track")
+
+
+class PipelinesMessage(Base):
+    """A Pipelines ``messageId`` already processed; a repeat is acknowledged and dropped."""
+
+    __tablename__ = "pipelines_messages"
+
+    workspace_id: Mapped[int] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    message_id: Mapped[str] = mapped_column(String(190), primary_key=True)
+    received_at: Mapped[int] = mapped_column(index=True)
+
+
+class Form(Base):
+    """A form connection; created by its first submission."""
+
+    __tablename__ = "forms"
+    __table_args__ = (UniqueConstraint("workspace_id", "form_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    form_id: Mapped[str] = mapped_column(String(190))
+    name: Mapped[str] = mapped_column(String(190))
+    submissions: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[int]

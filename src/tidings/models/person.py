@@ -1,0 +1,100 @@
+"""People and everything that hangs off one person."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tidings.models.base import Base, BigId, JsonDoc
+
+
+class Person(Base):
+    __tablename__ = "people"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "customer_id"),
+        UniqueConstraint("workspace_id", "email_key"),
+        UniqueConstraint("workspace_id", "cio_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    cio_id: Mapped[str] = mapped_column(String(32))
+    # The customer's own id (Customer.io's ``id``); NULL for people known only by email.
+    customer_id: Mapped[str | None] = mapped_column(String(150), default=None)
+    email: Mapped[str | None] = mapped_column(String(1000), default=None)
+    # Lower-cased email: emails identify people case-insensitively.
+    email_key: Mapped[str | None] = mapped_column(String(1000), default=None)
+    created_at: Mapped[int]
+    updated_at: Mapped[int]
+    unsubscribed: Mapped[bool] = mapped_column(default=False)
+    # Custom attributes as sent (JSON values), and the unix time each one was last set.
+    attributes: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    attribute_timestamps: Mapped[dict[str, int]] = mapped_column(JsonDoc, default=dict)
+    subscription_preferences: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+
+
+class AnonymousProfile(Base):
+    """An anonymous id: its traits until it is identified, then the person it was linked to."""
+
+    __tablename__ = "anonymous_profiles"
+    __table_args__ = (UniqueConstraint("workspace_id", "anonymous_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    anonymous_id: Mapped[str] = mapped_column(String(150))
+    person_id: Mapped[int | None] = mapped_column(
+        ForeignKey("people.id", ondelete="CASCADE"), default=None, index=True
+    )
+    traits: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    created_at: Mapped[int]
+    linked_at: Mapped[int | None] = mapped_column(default=None)
+
+
+class Device(Base):
+    __tablename__ = "devices"
+    __table_args__ = (UniqueConstraint("workspace_id", "token"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    token: Mapped[str] = mapped_column(String(1000))
+    platform: Mapped[str] = mapped_column(String(32))
+    last_used: Mapped[int]
+    attributes: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    created_at: Mapped[int]
+
+
+class Suppression(Base):
+    """A suppressed identifier. The identifiers of one person suppressed together share ``group_key``,
+    so unsuppressing any of them releases all."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (UniqueConstraint("workspace_id", "identifier_type", "value"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    identifier_type: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(1000))
+    group_key: Mapped[str] = mapped_column(String(32), index=True)
+    created_at: Mapped[int]
+
+
+class Activity(Base):
+    """The per-person activity log read by ``GET /v1/customers/{id}/activities``."""
+
+    __tablename__ = "activities"
+    __table_args__ = (Index("ix_activities_person", "workspace_id", "person_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    # NULL once the person is gone (kept for failures about people that never existed).
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), default=None)
+    activity_id: Mapped[str] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(190), default=None)
+    timestamp: Mapped[int]
+    data: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    delivery_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    delivery_type: Mapped[str | None] = mapped_column(String(32), default=None)

@@ -1,0 +1,36 @@
+"""Segments and their membership."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tidings.models.base import Base, BigId, JsonDoc
+
+
+class Segment(Base):
+    __tablename__ = "segments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(190))
+    description: Mapped[str] = mapped_column(String(1000), default="")
+    # manual or dynamic
+    type: Mapped[str] = mapped_column(String(16), default="manual")
+    tags: Mapped[list[str] | None] = mapped_column(JsonDoc, default=None)
+    state: Mapped[str] = mapped_column(String(32), default="finished")
+    created_at: Mapped[int]
+    updated_at: Mapped[int]
+
+
+class SegmentMembership(Base):
+    __tablename__ = "segment_memberships"
+    __table_args__ = (Index("ix_segment_memberships_person", "person_id"),)
+
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    added_at: Mapped[int]
+    data: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc, default=None)

@@ -1,0 +1,53 @@
+"""Accounts, workspaces and their credentials."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tidings.models.base import Base, BigId, JsonDoc
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(190))
+    created_at: Mapped[int]
+
+
+class Workspace(Base):
+    __tablename__ = "workspaces"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(190))
+    site_id: Mapped[str] = mapped_column(String(64), unique=True)
+    # Per-workspace overrides of limits and rate limits (see tidings.workspaces.limits).
+    settings: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    created_at: Mapped[int]
+
+
+class Credential(Base):
+    """An API key. ``kind`` is track, app, pipelines or webhook_signing.
+
+    Track, App and Pipelines secrets are stored as SHA-256 hashes and compared in constant time. A webhook
+    signing key has to be stored as it is, because Tidings signs with it (HMAC needs the key itself).
+    """
+
+    __tablename__ = "credentials"
+    __table_args__ = (Index("ix_credentials_secret_hash", "secret_hash"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(190), default="")
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    # Only webhook signing keys keep their secret; for the others this is NULL.
+    secret_plain: Mapped[str | None] = mapped_column(String(128), default=None)
+    # First characters of the secret, so people can tell keys apart in listings.
+    hint: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[int]
+    revoked_at: Mapped[int | None] = mapped_column(default=None)

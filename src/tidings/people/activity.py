@@ -1,0 +1,42 @@
+"""The per-person activity log.
+
+Types follow Customer.io's activity feed: ``attribute_change``, ``failed_attribute_change`` (shown as
+"Attribute Update Failure"), ``event``, ``page``, ``screen``, ``device_change``, ``device_deleted``,
+``merged_customer``, ``add_relationship``, ``delete_relationship``, ``form_submit``, ``unsubscribed``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tidings.ids import new_ulid
+from tidings.models import Activity
+
+
+def record(
+    session: Session,
+    workspace_id: int,
+    person_id: int | None,
+    type_: str,
+    *,
+    now: int,
+    name: str | None = None,
+    data: dict[str, Any] | None = None,
+    delivery_id: str | None = None,
+    delivery_type: str | None = None,
+) -> None:
+    session.add(
+        Activity(
+            workspace_id=workspace_id,
+            person_id=person_id,
+            activity_id=new_ulid(),
+            type=type_,
+            name=name,
+            timestamp=now,
+            data=data or {},
+            delivery_id=delivery_id,
+            delivery_type=delivery_type,
+        )
+    )

@@ -1,0 +1,581 @@
+"""People: identify, delete, suppress, devices and merge — the semantics of Customer.io's Track API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from tidings.errors import InvalidInput
+from tidings.ids import new_cio_id, new_ulid
+from tidings.models import (
+    Activity,
+    AnonymousProfile,
+    Device,
+    Event,
+    Person,
+    Relationship,
+    SegmentMembership,
+    Suppression,
+)
+from tidings.objects import service as objects
+from tidings.people import activity, anonymous
+from tidings.people.attributes import apply_attributes, check_attributes, check_identifier, truthy
+from tidings.people.identifiers import (
+    Identifier,
+    email_key,
+    find_person,
+    identifiers_of,
+    refuse_suppressed,
+    suppression_value,
+)
+from tidings.workspaces.schemas import WorkspaceContext
+
+# Keys of an identify body that are not plain custom attributes.
+SPECIAL_KEYS = frozenset(
+    {
+        "id",
+        "email",
+        "cio_id",
+        "created_at",
+        "anonymous_id",
+        "_update",
+        "_timestamp",
+        "unsubscribed",
+        "cio_subscription_preferences",
+        "cio_relationships",
+    }
+)
+DEVICE_PLATFORMS = frozenset({"ios", "android"})
+DAY = 86400
+
+
+@dataclass(frozen=True)
+class PersonRef:
+    person_id: int
+    created: bool
+
+
+def as_id(value: Any, field: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be a string", field=field)
+    return value
+
+
+def as_unix(value: Any, field: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise InvalidInput(f"{field} must be a unix timestamp in seconds", field=field)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    raise InvalidInput(f"{field} must be a unix timestamp in seconds", field=field)
+
+
+def create_person(
+    session: Session, workspace_id: int, *, customer_id: str | None, email: str | None, now: int
+) -> Person:
+    person = Person(
+        workspace_id=workspace_id,
+        cio_id=new_cio_id(),
+        customer_id=customer_id,
+        email=email,
+        email_key=email_key(email) if email else None,
+        created_at=now,
+        updated_at=now,
+        unsubscribed=False,
+        attributes={},
+        attribute_timestamps={},
+        subscription_preferences={},
+    )
+    session.add(person)
+    session.flush()
+    return person
+
+
+def identify(
+    session: Session,
+    ws: WorkspaceContext,
+    ident: Identifier,
+    body: Mapping[str, Any],
+    *,
+    now: int,
+    timestamp: int | None = None,
+    relationships: Any = None,
+    relationship_action: str = "add_relationships",
+    update_only: bool = False,
+) -> PersonRef | None:
+    """Create or update a person. Returns None when the call is dropped (unknown cio_id, or ``_update``
+    for nobody); conflicting identifiers are logged as an "Attribute Update Failure" activity."""
+    limits = ws.settings.limits
+    attrs = {key: value for key, value in body.items() if key not in SPECIAL_KEYS}
+    update_only = update_only or truthy(body.get("_update"))
+    stamp = as_unix(body.get("_timestamp"), "_timestamp")
+    if stamp is None:
+        stamp = timestamp
+    new_id = as_id(body.get("id"), "id")
+    new_email = as_id(body.get("email"), "email")
+    created_at = as_unix(body.get("created_at"), "created_at")
+    check_identifier(ident.value, limits, field_name="identifier")
+    if new_id is not None:
+        check_identifier(new_id, limits, field_name="id")
+    check_attributes(attrs, limits)
+    prefs = body.get("cio_subscription_preferences")
+    if prefs is not None and not isinstance(prefs, dict):
+        raise InvalidInput(
+            "cio_subscription_preferences must be an object", field="cio_subscription_preferences"
+        )
+    anonymous_id = as_id(body.get("anonymous_id"), "anonymous_id")
+    if relationships is None and body.get("cio_relationships") is not None:
+        relationships, relationship_action = _v1_relationships(body["cio_relationships"])
+
+    body_idents = [Identifier("id", new_id)] if new_id and ident.type != "id" else []
+    if new_email and ident.type != "email":
+        body_idents.append(Identifier("email", new_email))
+    refuse_suppressed(session, ws.workspace_id, [ident, *body_idents])
+
+    person = find_person(session, ws.workspace_id, ident)
+    others = {
+        other.id: other
+        for other in (find_person(session, ws.workspace_id, i) for i in body_idents)
+        if other is not None
+    }
+    created = False
+    if person is None:
+        if ident.type == "cio_id":
+            return None
+        if others:
+            # Path identifier unknown, a body identifier known: that person takes the path identifier.
+            person = next(iter(others.values()))
+            others.pop(person.id)
+            _set_identifier(person, ident)
+        elif update_only:
+            activity.record(
+                session,
+                ws.workspace_id,
+                None,
+                "failed_attribute_change",
+                now=now,
+                data={"reason": f"no person with {ident}", "identifiers": {ident.type: ident.value}},
+            )
+            return None
+        else:
+            person = create_person(
+                session,
+                ws.workspace_id,
+                customer_id=ident.value if ident.type == "id" else None,
+                email=ident.value if ident.type == "email" else None,
+                now=created_at or now,
+            )
+            created = True
+    conflicting = [other for other in others.values() if other.id != person.id]
+    if conflicting:
+        activity.record(
+            session,
+            ws.workspace_id,
+            person.id,
+            "failed_attribute_change",
+            now=now,
+            data={
+                "reason": "identifiers belong to different people",
+                "identifiers": {i.type: i.value for i in body_idents},
+                "conflicting_cio_ids": [other.cio_id for other in conflicting],
+            },
+        )
+        return PersonRef(person.id, created)
+
+    changes: dict[str, dict[str, Any]] = {}
+    if new_id is not None and ident.type != "id" and person.customer_id != new_id:
+        changes["id"] = {"from": person.customer_id, "to": new_id}
+        person.customer_id = new_id
+    if new_email is not None and person.email != new_email:
+        changes["email"] = {"from": person.email, "to": new_email}
+        person.email, person.email_key = new_email, email_key(new_email)
+    if created_at is not None and person.created_at != created_at:
+        changes["created_at"] = {"from": person.created_at, "to": created_at}
+        person.created_at = created_at
+    if "unsubscribed" in body:
+        value = truthy(body["unsubscribed"])
+        if value != person.unsubscribed:
+            changes["unsubscribed"] = {"from": person.unsubscribed, "to": value}
+            person.unsubscribed = value
+    if prefs is not None:
+        merged = _merge_preferences(person.subscription_preferences or {}, prefs)
+        if merged != person.subscription_preferences:
+            changes["cio_subscription_preferences"] = {"from": person.subscription_preferences, "to": merged}
+            person.subscription_preferences = merged
+    if anonymous_id is not None:
+        traits = anonymous.link(session, person, anonymous_id, now=now)
+        for name, value in traits.items():
+            attrs.setdefault(name, value)
+    if attrs:
+        new_attrs, stamps, attr_changes = apply_attributes(
+            person.attributes or {},
+            person.attribute_timestamps or {},
+            attrs,
+            at=stamp or now,
+            limits=limits,
+            ordered=stamp is not None,
+        )
+        person.attributes, person.attribute_timestamps = new_attrs, stamps
+        changes.update(attr_changes.changed)
+    if changes:
+        stamps = dict(person.attribute_timestamps or {})
+        for name in ("id", "email", "created_at", "unsubscribed"):
+            if name in changes:
+                stamps[name] = stamp or now
+        person.attribute_timestamps = stamps
+        person.updated_at = now
+    if created or changes:
+        activity.record(
+            session,
+            ws.workspace_id,
+            person.id,
+            "attribute_change",
+            now=now,
+            data={"created": created, "changes": changes},
+        )
+    session.flush()
+    if relationships is not None:
+        objects.apply_person_relationships(
+            session,
+            ws.workspace_id,
+            person.id,
+            relationships,
+            action=relationship_action,
+            now=now,
+            limits=limits,
+        )
+    return PersonRef(person.id, created)
+
+
+def _v1_relationships(value: Any) -> tuple[Any, str]:
+    if not isinstance(value, dict):
+        raise InvalidInput("cio_relationships must be an object", field="cio_relationships")
+    action = value.get("action", "add_relationships")
+    if action not in ("add_relationships", "delete_relationships"):
+        raise InvalidInput(
+            "cio_relationships.action must be add_relationships or delete_relationships",
+            field="cio_relationships.action",
+        )
+    return value.get("relationships", []), action
+
+
+def _set_identifier(person: Person, ident: Identifier) -> None:
+    if ident.type == "id":
+        person.customer_id = ident.value
+    elif ident.type == "email":
+        person.email, person.email_key = ident.value, email_key(ident.value)
+
+
+def _merge_preferences(current: dict[str, Any], update_: dict[str, Any]) -> dict[str, Any]:
+    merged = {key: dict(value) if isinstance(value, dict) else value for key, value in current.items()}
+    for key, value in update_.items():
+        if key in ("topics", "channels"):
+            if not isinstance(value, dict):
+                raise InvalidInput(
+                    f"cio_subscription_preferences.{key} must be an object",
+                    field=f"cio_subscription_preferences.{key}",
+                )
+            section = dict(merged.get(key) or {})
+            for name, flag in value.items():
+                if not isinstance(flag, bool):
+                    raise InvalidInput(
+                        f"cio_subscription_preferences.{key}.{name} must be true or false",
+                        field=f"cio_subscription_preferences.{key}.{name}",
+                    )
+                section[name] = flag
+            merged[key] = section
+        else:
+            merged[key] = value
+    return merged
+
+
+def ensure_person(session: Session, ws: WorkspaceContext, ident: Identifier, *, now: int) -> Person | None:
+    """The person named by ``ident``, created when an id or email is new (a cio_id must exist)."""
+    refuse_suppressed(session, ws.workspace_id, [ident])
+    person = find_person(session, ws.workspace_id, ident)
+    if person is not None or ident.type == "cio_id":
+        return person
+    check_identifier(ident.value, ws.settings.limits, field_name="identifier")
+    person = create_person(
+        session,
+        ws.workspace_id,
+        customer_id=ident.value if ident.type == "id" else None,
+        email=ident.value if ident.type == "email" else None,
+        now=now,
+    )
+    activity.record(
+        session,
+        ws.workspace_id,
+        person.id,
+        "attribute_change",
+        now=now,
+        data={"created": True, "changes": {}},
+    )
+    return person
+
+
+def delete_person(session: Session, ws: WorkspaceContext, ident: Identifier) -> bool:
+    person = find_person(session, ws.workspace_id, ident)
+    if person is None:
+        return False
+    _erase(session, person)
+    return True
+
+
+def _erase(session: Session, person: Person) -> None:
+    # Explicit deletes keep this correct even where a connection forgot to enable SQLite foreign keys.
+    for table in (Event, Activity, Device, Relationship, SegmentMembership, AnonymousProfile):
+        session.execute(delete(table).where(table.person_id == person.id))
+    session.delete(person)
+    session.flush()
+
+
+def suppress(session: Session, ws: WorkspaceContext, ident: Identifier, *, now: int) -> None:
+    """Delete the person and refuse their identifiers from now on."""
+    person = find_person(session, ws.workspace_id, ident)
+    idents = [ident]
+    if person is not None:
+        idents = [
+            Identifier(kind, value)  # type: ignore[arg-type]
+            for kind, value in identifiers_of(person).items()
+            if value
+        ]
+        _erase(session, person)
+    group = new_ulid()
+    for item in idents:
+        value = suppression_value(item)
+        exists = session.scalar(
+            select(Suppression.id).where(
+                Suppression.workspace_id == ws.workspace_id,
+                Suppression.identifier_type == item.type,
+                Suppression.value == value,
+            )
+        )
+        if exists is None:
+            session.add(
+                Suppression(
+                    workspace_id=ws.workspace_id,
+                    identifier_type=item.type,
+                    value=value,
+                    group_key=group,
+                    created_at=now,
+                )
+            )
+    session.flush()
+
+
+def unsuppress(session: Session, ws: WorkspaceContext, ident: Identifier) -> None:
+    group = session.scalar(
+        select(Suppression.group_key).where(
+            Suppression.workspace_id == ws.workspace_id,
+            Suppression.identifier_type == ident.type,
+            Suppression.value == suppression_value(ident),
+        )
+    )
+    if group is not None:
+        session.execute(
+            delete(Suppression).where(
+                Suppression.workspace_id == ws.workspace_id, Suppression.group_key == group
+            )
+        )
+
+
+# -- devices ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceInput:
+    token: str
+    platform: str
+    last_used: int | None
+    attributes: dict[str, Any]
+
+
+def parse_device(device: Any, *, token_key: str) -> DeviceInput:
+    """Read a device object. v1 names the token ``id``, v2 ``token``. Extra top-level keys (the Python
+    client's style) and an ``attributes`` object (node/go style) both become attributes."""
+    if not isinstance(device, dict):
+        raise InvalidInput("device must be an object", field="device")
+    token = device.get(token_key)
+    if not isinstance(token, str) or not token:
+        raise InvalidInput(f"device.{token_key} is required", field=f"device.{token_key}")
+    platform = device.get("platform")
+    if not isinstance(platform, str) or platform.lower() not in DEVICE_PLATFORMS:
+        raise InvalidInput("device.platform must be ios or android", field="device.platform")
+    last_used = as_unix(device.get("last_used"), "device.last_used")
+    attributes = device.get("attributes") or {}
+    if not isinstance(attributes, dict):
+        raise InvalidInput("device.attributes must be an object", field="device.attributes")
+    extras = {
+        key: value
+        for key, value in device.items()
+        if key not in (token_key, "platform", "last_used", "attributes", "_last_status")
+    }
+    merged = {
+        key: value if isinstance(value, str) else _stringify(value)
+        for key, value in {**extras, **attributes}.items()
+    }
+    return DeviceInput(token=token, platform=platform.lower(), last_used=last_used, attributes=merged)
+
+
+def _stringify(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def add_device(
+    session: Session, ws: WorkspaceContext, ident: Identifier, device: DeviceInput, *, now: int
+) -> None:
+    person = ensure_person(session, ws, ident, now=now)
+    if person is None:
+        return
+    existing = session.scalars(
+        select(Device).where(Device.workspace_id == ws.workspace_id, Device.token == device.token)
+    ).first()
+    if existing is None:
+        existing = Device(
+            workspace_id=ws.workspace_id,
+            person_id=person.id,
+            token=device.token,
+            platform=device.platform,
+            last_used=device.last_used or now,
+            attributes=device.attributes,
+            created_at=now,
+        )
+        session.add(existing)
+    else:
+        # A token belongs to one person: re-registering it under someone else moves it.
+        existing.person_id = person.id
+        existing.platform = device.platform
+        existing.last_used = device.last_used or now
+        existing.attributes = {**(existing.attributes or {}), **device.attributes}
+    activity.record(
+        session,
+        ws.workspace_id,
+        person.id,
+        "device_change",
+        now=now,
+        data={"token": device.token, "platform": device.platform, "attributes": device.attributes},
+    )
+    session.flush()
+
+
+def delete_device(session: Session, ws: WorkspaceContext, ident: Identifier, token: str, *, now: int) -> None:
+    person = find_person(session, ws.workspace_id, ident)
+    if person is None:
+        return
+    result = session.execute(
+        delete(Device).where(
+            Device.workspace_id == ws.workspace_id, Device.person_id == person.id, Device.token == token
+        )
+    )
+    if getattr(result, "rowcount", 0):
+        activity.record(session, ws.workspace_id, person.id, "device_deleted", now=now, data={"token": token})
+
+
+# -- merge -----------------------------------------------------------------------------------------
+
+
+def merge(
+    session: Session,
+    ws: WorkspaceContext,
+    primary_ident: Identifier,
+    secondary_ident: Identifier,
+    *,
+    now: int,
+) -> bool:
+    """Merge the secondary person into the primary and delete the secondary.
+
+    Moves: attributes the primary lacks, the last 30 days of events (they can no longer trigger
+    campaigns), manual segment memberships, devices, relationships, anonymous ids and history.
+    """
+    primary = find_person(session, ws.workspace_id, primary_ident)
+    secondary = find_person(session, ws.workspace_id, secondary_ident)
+    if primary is None or secondary is None or primary.id == secondary.id:
+        return False
+    missing = {k: v for k, v in (secondary.attributes or {}).items() if k not in (primary.attributes or {})}
+    stamps = {k: (secondary.attribute_timestamps or {}).get(k, now) for k in missing}
+    primary.attributes = {**(primary.attributes or {}), **missing}
+    primary.attribute_timestamps = {**(primary.attribute_timestamps or {}), **stamps}
+    moved_email = primary.email is None and secondary.email is not None
+    moved_id = primary.customer_id is None and secondary.customer_id is not None
+    email, customer_id = secondary.email, secondary.customer_id
+    secondary.email = secondary.email_key = None
+    secondary.customer_id = None
+    session.flush()
+    if moved_email and email:
+        primary.email, primary.email_key = email, email_key(email)
+    if moved_id:
+        primary.customer_id = customer_id
+    primary.unsubscribed = primary.unsubscribed or secondary.unsubscribed
+    primary.subscription_preferences = _merge_missing(
+        secondary.subscription_preferences or {}, primary.subscription_preferences or {}
+    )
+    primary.updated_at = now
+    session.execute(
+        update(Event)
+        .where(Event.person_id == secondary.id, Event.timestamp >= now - 30 * DAY)
+        .values(person_id=primary.id, can_trigger=False)
+    )
+    for membership in session.scalars(
+        select(SegmentMembership).where(SegmentMembership.person_id == secondary.id)
+    ).all():
+        if session.get(SegmentMembership, (membership.segment_id, primary.id)) is None:
+            session.add(
+                SegmentMembership(
+                    segment_id=membership.segment_id,
+                    person_id=primary.id,
+                    workspace_id=ws.workspace_id,
+                    added_at=now,
+                )
+            )
+    session.execute(update(Device).where(Device.person_id == secondary.id).values(person_id=primary.id))
+    session.execute(
+        update(AnonymousProfile)
+        .where(AnonymousProfile.person_id == secondary.id)
+        .values(person_id=primary.id)
+    )
+    session.execute(update(Activity).where(Activity.person_id == secondary.id).values(person_id=primary.id))
+    primary_objects = set(
+        session.scalars(select(Relationship.object_pk).where(Relationship.person_id == primary.id))
+    )
+    session.execute(
+        update(Relationship)
+        .where(Relationship.person_id == secondary.id, Relationship.object_pk.not_in(primary_objects or {-1}))
+        .values(person_id=primary.id)
+    )
+    activity.record(
+        session,
+        ws.workspace_id,
+        primary.id,
+        "merged_customer",
+        now=now,
+        data={"secondary": {"id": customer_id, "email": email, "cio_id": secondary.cio_id}},
+    )
+    session.flush()
+    _erase(session, secondary)
+    return True
+
+
+def _merge_missing(source: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(target)
+    for key, value in source.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**value, **merged[key]}
+        else:
+            merged.setdefault(key, value)
+    return merged

@@ -1,0 +1,80 @@
+"""The worker: claims due jobs and runs each in its own transaction; the scheduler keeps periodic
+jobs queued. ``tidings serve`` runs one in a thread; ``tidings worker`` runs it alone."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+from tidings.runtime import Runtime
+from tidings.worker import queue
+from tidings.worker.tasks import HANDLERS, PERIODIC
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 5
+
+
+class Worker:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self.stopping = threading.Event()
+
+    def schedule_periodic(self) -> None:
+        now = self.runtime.clock.now()
+        with self.runtime.db.session() as session:
+            for periodic in PERIODIC:
+                queue.enqueue(
+                    session,
+                    periodic.kind,
+                    run_at=now + periodic.every_seconds,
+                    now=now,
+                    unique_key=f"periodic:{periodic.kind}",
+                )
+
+    def run_once(self) -> int:
+        """Claim and run the jobs due now; return how many ran."""
+        settings = self.runtime.settings
+        now = self.runtime.clock.now()
+        with self.runtime.db.session() as session:
+            jobs = queue.claim(
+                session, worker_id=self.worker_id, now=now, lease_seconds=settings.worker_lease_seconds
+            )
+        for job in jobs:
+            self._run(job)
+        return len(jobs)
+
+    def _run(self, job: queue.ClaimedJob) -> None:
+        handler = HANDLERS.get(job.kind)
+        try:
+            if handler is None:
+                raise LookupError(f"no handler for job kind {job.kind!r}")
+            with self.runtime.db.session() as session:
+                handler(session, job.payload, self.runtime.clock.now(), self.runtime.settings)
+                queue.finish(session, job.id, worker_id=self.worker_id)
+        except Exception as exc:
+            log.exception("job %s (%s) failed", job.id, job.kind)
+            retry_at = self.runtime.clock.now() + 2**job.attempts if job.attempts < MAX_ATTEMPTS else None
+            with self.runtime.db.session() as session:
+                queue.fail(session, job.id, worker_id=self.worker_id, error=repr(exc), retry_at=retry_at)
+
+    def run_forever(self) -> None:
+        poll = self.runtime.settings.worker_poll_seconds
+        while not self.stopping.is_set():
+            try:
+                self.schedule_periodic()
+                while self.run_once() and not self.stopping.is_set():
+                    pass
+            except Exception:
+                log.exception("worker loop error")
+            self.stopping.wait(poll)
+
+    def start_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run_forever, name="tidings-worker", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self.stopping.set()

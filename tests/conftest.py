@@ -1,0 +1,53 @@
+"""Fixtures: one real Tidings server per database backend for the whole session, a fresh workspace per
+test. Every test that takes ``api`` or ``server`` runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Api, Server, postgres_available, postgres_database, start_server, stop_server
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    backend: str = request.param
+    workdir = tmp_path_factory.mktemp(f"server-{backend}")
+    if backend == "sqlite":
+        running = start_server(f"sqlite:///{workdir / 'tidings.db'}", backend, workdir)
+        yield running
+        stop_server(running)
+        return
+    if not postgres_available():
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL is not reachable and CI=true: PostgreSQL tests may not be skipped")
+        pytest.skip("PostgreSQL is not reachable")
+    with postgres_database() as url:
+        running = start_server(url, backend, workdir)
+        yield running
+        stop_server(running)
+
+
+@pytest.fixture
+def api(server: Server) -> Iterator[Api]:
+    client = Api(server, server.new_workspace())
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def other_api(server: Server) -> Iterator[Api]:
+    """A second workspace on the same server, for isolation tests."""
+    client = Api(server, server.new_workspace())
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
