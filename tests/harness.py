@@ -103,6 +103,15 @@ class Server:
         finally:
             db.close()
 
+    def execute(self, statement: str, **params: Any) -> None:
+        """Write to the store directly — only to lay down rows no API creates yet."""
+        db = Database(self.database_url)
+        try:
+            with db.session() as session:
+                session.execute(text(statement), params)
+        finally:
+            db.close()
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -181,3 +190,11 @@ class Api:
         response.raise_for_status()
         activities: list[dict[str, Any]] = response.json()["activities"]
         return activities
+
+
+def run_cli(database_url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the ``tidings`` command against a database, as an operator would."""
+    environment = {**os.environ, "TIDINGS_DATABASE_URL": database_url}
+    return subprocess.run(
+        [str(TIDINGS), *args], env=environment, capture_output=True, text=True, check=check, timeout=60
+    )

@@ -200,6 +200,7 @@ def submit_form(session: Session, ws: WorkspaceContext, form_id: str, body: Any,
             workspace_id=ws.workspace_id,
             form_id=form_id,
             name=data.get("form_name") or form_id,
+            submissions=0,
             created_at=now,
         )
         session.add(form)
