@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from tidings import __version__
-from tidings.api import app_v1, track_v1, unsubscribe
+from tidings.api import app_v1, pipelines, track_v1, track_v2, unsubscribe
 from tidings.api.auth import Gatekeeper
 from tidings.api.paths import EncodedSlashMiddleware
 from tidings.api.surfaces import json_response
@@ -36,8 +36,10 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.state.gatekeeper = Gatekeeper(cache_seconds=runtime.settings.auth_cache_seconds)
     app.include_router(track_v1.router)
+    app.include_router(track_v2.router)
     app.include_router(unsubscribe.router)
     app.include_router(app_v1.router)
+    app.include_router(pipelines.router)
 
     @app.get("/healthz", tags=["Operations"], summary="Liveness; also the benchmarks' no-op baseline")
     async def healthz() -> object:

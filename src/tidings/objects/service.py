@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,6 +191,55 @@ def unrelate(session: Session, workspace_id: int, person_id: int, obj: Object, *
         )
 
 
+@dataclass(frozen=True)
+class ObjectLink:
+    """One entry of a person's ``cio_relationships``: the object, and the relationship's attributes."""
+
+    ref: ObjectRef
+    attributes: Mapping[str, Any] | None
+
+
+def parse_object_links(relationships: Any, *, field: str = "cio_relationships") -> list[ObjectLink]:
+    """Read ``[{"identifiers": {...}, "relationship_attributes": {...}}, …]`` naming objects."""
+    if not isinstance(relationships, list):
+        raise InvalidInput(f"{field} must be a list", field=field)
+    links = []
+    for index, entry in enumerate(relationships):
+        if not isinstance(entry, dict):
+            raise InvalidInput(f"{field}[{index}] must be an object", field=f"{field}[{index}]")
+        ref = parse_object_ref(entry.get("identifiers"), field=f"{field}[{index}].identifiers")
+        attrs = entry.get("relationship_attributes")
+        if attrs is not None and not isinstance(attrs, dict):
+            raise InvalidInput(
+                f"{field}[{index}].relationship_attributes must be an object",
+                field=f"{field}[{index}].relationship_attributes",
+            )
+        links.append(ObjectLink(ref, attrs))
+    return links
+
+
+def link_person(
+    session: Session,
+    workspace_id: int,
+    person_id: int,
+    links: Sequence[ObjectLink],
+    *,
+    action: str,
+    now: int,
+    limits: Limits,
+) -> None:
+    """Relate (``add_relationships``, creating objects named by type and id) or unrelate one person."""
+    for link in links:
+        if action == "delete_relationships":
+            obj = find_object(session, workspace_id, link.ref)
+            if obj is not None:
+                unrelate(session, workspace_id, person_id, obj, now=now)
+            continue
+        obj = upsert_object(session, workspace_id, link.ref, None, now=now, limits=limits)
+        if obj is not None:
+            relate(session, workspace_id, person_id, obj, link.attributes, now=now, limits=limits)
+
+
 def apply_person_relationships(
     session: Session,
     workspace_id: int,
@@ -203,23 +252,5 @@ def apply_person_relationships(
     field: str = "cio_relationships",
 ) -> None:
     """Relate (or unrelate) one person to each ``{"identifiers": {...}, "relationship_attributes": …}``."""
-    if not isinstance(relationships, list):
-        raise InvalidInput(f"{field} must be a list", field=field)
-    for index, entry in enumerate(relationships):
-        if not isinstance(entry, dict):
-            raise InvalidInput(f"{field}[{index}] must be an object", field=f"{field}[{index}]")
-        ref = parse_object_ref(entry.get("identifiers"), field=f"{field}[{index}].identifiers")
-        attrs = entry.get("relationship_attributes")
-        if attrs is not None and not isinstance(attrs, dict):
-            raise InvalidInput(
-                f"{field}[{index}].relationship_attributes must be an object",
-                field=f"{field}[{index}].relationship_attributes",
-            )
-        if action == "delete_relationships":
-            obj = find_object(session, workspace_id, ref)
-            if obj is not None:
-                unrelate(session, workspace_id, person_id, obj, now=now)
-            continue
-        obj = upsert_object(session, workspace_id, ref, None, now=now, limits=limits)
-        if obj is not None:
-            relate(session, workspace_id, person_id, obj, attrs, now=now, limits=limits)
+    links = parse_object_links(relationships, field=field)
+    link_person(session, workspace_id, person_id, links, action=action, now=now, limits=limits)

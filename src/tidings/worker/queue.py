@@ -73,6 +73,7 @@ def finish(session: Session, job_id: int, *, worker_id: str) -> None:
     job = session.get(Job, job_id)
     if job is not None and job.leased_by == worker_id:
         session.delete(job)
+        session.flush()
 
 
 def fail(session: Session, job_id: int, *, worker_id: str, error: str, retry_at: float | None) -> None:
