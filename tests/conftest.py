@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import Api, Server, postgres_available, postgres_database, start_server, stop_server
+from tidings.db.migrate import upgrade
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -23,14 +24,32 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         yield running
         stop_server(running)
         return
-    if not postgres_available():
-        if os.environ.get("CI") == "true":
-            pytest.fail("PostgreSQL is not reachable and CI=true: PostgreSQL tests may not be skipped")
-        pytest.skip("PostgreSQL is not reachable")
+    _require_postgres()
     with postgres_database() as url:
         running = start_server(url, backend, workdir)
         yield running
         stop_server(running)
+
+
+def _require_postgres() -> None:
+    if not postgres_available():
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL is not reachable and CI=true: PostgreSQL tests may not be skipped")
+        pytest.skip("PostgreSQL is not reachable")
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database of each backend, for tests that use Tidings in-process."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'tidings.db'}"
+        upgrade(url)
+        yield url
+        return
+    _require_postgres()
+    with postgres_database() as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture

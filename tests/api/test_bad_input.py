@@ -200,3 +200,27 @@ def test_rate_limits_answer_429_with_retry_after_when_turned_on(api: Api, other_
     # Other surfaces and other workspaces keep their own budgets.
     assert api.attributes("rl").status_code == 200
     assert other_api.track.put("/api/v1/customers/rl", json={}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "message"),
+    [
+        ("PUT", "/api/v1/customers/keep", {"note": "nul\u0000byte"}, "NUL character"),
+        ("PUT", "/api/v1/customers/keep", {"created_at": 10**15}, "out of range"),
+        ("POST", "/api/v1/customers/keep/events", {"name": "late", "timestamp": 2**63}, "out of range"),
+        (
+            "PUT",
+            "/api/v1/customers/keep/devices",
+            {"device": {"id": "t" * 1001, "platform": "ios"}},
+            "1000 bytes",
+        ),
+        ("POST", "/api/v1/metrics", {"delivery_id": "d" * 191, "metric": "opened"}, "190 bytes"),
+    ],
+)
+def test_values_no_store_can_hold_are_400_on_every_backend(
+    kept: Api, method: str, path: str, body: dict[str, object], message: str
+) -> None:
+    response = kept.track.request(method, path, json=body)
+    assert response.status_code == 400
+    assert message in v1_errors(response)[0]
+    assert_kept(kept)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zlib
 from typing import Any
 
@@ -27,15 +28,23 @@ async def read_bytes(request: Request, max_bytes: int) -> bytes:
     return raw
 
 
+# An escaped NUL (\u0000 not itself escaped). PostgreSQL cannot store NUL in text or JSON, so it is
+# refused up front for every store rather than accepted on one and failing on the other.
+_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def parse_json(raw: bytes, *, empty: Any = None) -> Any:
     if not raw.strip():
         if empty is not None:
             return empty
         raise InvalidInput("request body is empty; a JSON object is required")
     try:
-        return orjson.loads(raw)
+        parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"malformed JSON: {exc}") from exc
+    if b"\\u0000" in raw and _ESCAPED_NUL.search(raw):
+        raise InvalidInput("strings may not contain the NUL character (\\u0000)")
+    return parsed
 
 
 async def read_json(request: Request, max_bytes: int, *, empty: Any = None) -> Any:

@@ -27,6 +27,7 @@ METRICS = frozenset(
     }
 )
 PUSH_EVENTS = frozenset({"opened", "converted", "delivered"})
+MAX_DELIVERY_ID_BYTES = 190
 
 
 def _optional_str(body: dict[str, Any], key: str) -> str | None:
@@ -38,12 +39,19 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def report_metric(session: Session, workspace_id: int, body: Any, *, now: int, source: str) -> None:
-    if not isinstance(body, dict):
-        raise InvalidInput("body must be a JSON object")
+def _delivery_id(body: dict[str, Any]) -> str:
     delivery_id = body.get("delivery_id")
     if not isinstance(delivery_id, str) or not delivery_id:
         raise InvalidInput("delivery_id is required", field="delivery_id")
+    if len(delivery_id.encode()) > MAX_DELIVERY_ID_BYTES:
+        raise InvalidInput(f"delivery_id is longer than {MAX_DELIVERY_ID_BYTES} bytes", field="delivery_id")
+    return delivery_id
+
+
+def report_metric(session: Session, workspace_id: int, body: Any, *, now: int, source: str) -> None:
+    if not isinstance(body, dict):
+        raise InvalidInput("body must be a JSON object")
+    delivery_id = _delivery_id(body)
     metric = body.get("metric")
     if metric not in METRICS:
         raise InvalidInput(f"metric must be one of {', '.join(sorted(METRICS))}", field="metric")
@@ -65,9 +73,7 @@ def report_metric(session: Session, workspace_id: int, body: Any, *, now: int, s
 def report_push_event(session: Session, workspace_id: int, body: Any, *, now: int) -> None:
     if not isinstance(body, dict):
         raise InvalidInput("body must be a JSON object")
-    delivery_id = body.get("delivery_id")
-    if not isinstance(delivery_id, str) or not delivery_id:
-        raise InvalidInput("delivery_id is required", field="delivery_id")
+    delivery_id = _delivery_id(body)
     event = body.get("event")
     if event not in PUSH_EVENTS:
         raise InvalidInput("event must be opened, converted or delivered", field="event")

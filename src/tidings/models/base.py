@@ -24,3 +24,5 @@ JsonDoc: TypeEngine[Any] = JSON().with_variant(JSONB(), "postgresql")
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # Unix times and counters are 64-bit everywhere (no year-2038 overflow on PostgreSQL).
+    type_annotation_map = {int: BigId}

@@ -4,7 +4,7 @@ the messaging layer attaches them to its deliveries."""
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tidings.models.base import Base, BigId
@@ -16,15 +16,15 @@ class DeliveryMetricReport(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    delivery_id: Mapped[str] = mapped_column(String(190))
-    metric: Mapped[str] = mapped_column(String(32))
+    delivery_id: Mapped[str] = mapped_column(Text())
+    metric: Mapped[str] = mapped_column(Text())
     timestamp: Mapped[int]
-    recipient: Mapped[str | None] = mapped_column(String(1000), default=None)
-    reason: Mapped[str | None] = mapped_column(String(1000), default=None)
-    href: Mapped[str | None] = mapped_column(String(2000), default=None)
-    device_token: Mapped[str | None] = mapped_column(String(1000), default=None)
+    recipient: Mapped[str | None] = mapped_column(Text(), default=None)
+    reason: Mapped[str | None] = mapped_column(Text(), default=None)
+    href: Mapped[str | None] = mapped_column(Text(), default=None)
+    device_token: Mapped[str | None] = mapped_column(Text(), default=None)
     # track_metrics, push_events, pipelines, unsubscribe
-    source: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(Text())
     received_at: Mapped[int]
 
 
@@ -35,10 +35,10 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (Index("ix_deliveries_person", "workspace_id", "person_id"),)
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(Text(), primary_key=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id", ondelete="SET NULL"), default=None)
-    channel: Mapped[str] = mapped_column(String(32))
-    recipient: Mapped[str | None] = mapped_column(String(1000), default=None)
+    channel: Mapped[str] = mapped_column(Text())
+    recipient: Mapped[str | None] = mapped_column(Text(), default=None)
     created_at: Mapped[int]
     unsubscribed_at: Mapped[int | None] = mapped_column(default=None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tidings.models.base import Base, BigId, JsonDoc
@@ -21,18 +21,18 @@ class Event(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     # The client's ULID when it sent one (dedup key), else one Tidings made.
-    event_id: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(Text())
     person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), default=None)
-    anonymous_id: Mapped[str | None] = mapped_column(String(150), default=None)
+    anonymous_id: Mapped[str | None] = mapped_column(Text(), default=None)
     # event, page, screen, form — or invite for an anonymous event with no anonymous id.
-    type: Mapped[str] = mapped_column(String(16), default="event")
-    name: Mapped[str] = mapped_column(String(190))
+    type: Mapped[str] = mapped_column(Text(), default="event")
+    name: Mapped[str] = mapped_column(Text())
     data: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
     timestamp: Mapped[int]
     received_at: Mapped[int]
     # Only events at most 72 hours old when they reach a person may trigger campaigns.
     can_trigger: Mapped[bool] = mapped_column(default=True)
-    source: Mapped[str] = mapped_column(String(16), default="track")
+    source: Mapped[str] = mapped_column(Text(), default="track")
 
 
 class PipelinesMessage(Base):
@@ -43,7 +43,7 @@ class PipelinesMessage(Base):
     workspace_id: Mapped[int] = mapped_column(
         ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
     )
-    message_id: Mapped[str] = mapped_column(String(190), primary_key=True)
+    message_id: Mapped[str] = mapped_column(Text(), primary_key=True)
     received_at: Mapped[int] = mapped_column(index=True)
 
 
@@ -55,7 +55,7 @@ class Form(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    form_id: Mapped[str] = mapped_column(String(190))
-    name: Mapped[str] = mapped_column(String(190))
+    form_id: Mapped[str] = mapped_column(Text())
+    name: Mapped[str] = mapped_column(Text())
     submissions: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[int]

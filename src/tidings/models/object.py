@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tidings.models.base import Base, BigId, JsonDoc
@@ -17,9 +17,9 @@ class ObjectType(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     # Customer.io's object_type_id: a small integer sent as a string ("1").
-    type_id: Mapped[str] = mapped_column(String(32))
-    name: Mapped[str] = mapped_column(String(190))
-    singular: Mapped[str] = mapped_column(String(190))
+    type_id: Mapped[str] = mapped_column(Text())
+    name: Mapped[str] = mapped_column(Text())
+    singular: Mapped[str] = mapped_column(Text())
     created_at: Mapped[int]
 
 
@@ -32,9 +32,9 @@ class Object(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    type_id: Mapped[str] = mapped_column(String(32))
-    object_id: Mapped[str] = mapped_column(String(150))
-    cio_object_id: Mapped[str] = mapped_column(String(32))
+    type_id: Mapped[str] = mapped_column(Text())
+    object_id: Mapped[str] = mapped_column(Text())
+    cio_object_id: Mapped[str] = mapped_column(Text())
     attributes: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
     attribute_timestamps: Mapped[dict[str, int]] = mapped_column(JsonDoc, default=dict)
     created_at: Mapped[int]

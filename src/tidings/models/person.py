@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tidings.models.base import Base, BigId, JsonDoc
@@ -20,12 +20,12 @@ class Person(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    cio_id: Mapped[str] = mapped_column(String(32))
+    cio_id: Mapped[str] = mapped_column(Text())
     # The customer's own id (Customer.io's ``id``); NULL for people known only by email.
-    customer_id: Mapped[str | None] = mapped_column(String(150), default=None)
-    email: Mapped[str | None] = mapped_column(String(1000), default=None)
+    customer_id: Mapped[str | None] = mapped_column(Text(), default=None)
+    email: Mapped[str | None] = mapped_column(Text(), default=None)
     # Lower-cased email: emails identify people case-insensitively.
-    email_key: Mapped[str | None] = mapped_column(String(1000), default=None)
+    email_key: Mapped[str | None] = mapped_column(Text(), default=None)
     created_at: Mapped[int]
     updated_at: Mapped[int]
     unsubscribed: Mapped[bool] = mapped_column(default=False)
@@ -43,7 +43,7 @@ class AnonymousProfile(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    anonymous_id: Mapped[str] = mapped_column(String(150))
+    anonymous_id: Mapped[str] = mapped_column(Text())
     person_id: Mapped[int | None] = mapped_column(
         ForeignKey("people.id", ondelete="CASCADE"), default=None, index=True
     )
@@ -59,8 +59,8 @@ class Device(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
-    token: Mapped[str] = mapped_column(String(1000))
-    platform: Mapped[str] = mapped_column(String(32))
+    token: Mapped[str] = mapped_column(Text())
+    platform: Mapped[str] = mapped_column(Text())
     last_used: Mapped[int]
     attributes: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
     created_at: Mapped[int]
@@ -75,9 +75,9 @@ class Suppression(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    identifier_type: Mapped[str] = mapped_column(String(16))
-    value: Mapped[str] = mapped_column(String(1000))
-    group_key: Mapped[str] = mapped_column(String(32), index=True)
+    identifier_type: Mapped[str] = mapped_column(Text())
+    value: Mapped[str] = mapped_column(Text())
+    group_key: Mapped[str] = mapped_column(Text(), index=True)
     created_at: Mapped[int]
 
 
@@ -91,10 +91,10 @@ class Activity(Base):
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     # NULL once the person is gone (kept for failures about people that never existed).
     person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), default=None)
-    activity_id: Mapped[str] = mapped_column(String(32))
-    type: Mapped[str] = mapped_column(String(64))
-    name: Mapped[str | None] = mapped_column(String(190), default=None)
+    activity_id: Mapped[str] = mapped_column(Text())
+    type: Mapped[str] = mapped_column(Text())
+    name: Mapped[str | None] = mapped_column(Text(), default=None)
     timestamp: Mapped[int]
     data: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
-    delivery_id: Mapped[str | None] = mapped_column(String(64), default=None)
-    delivery_type: Mapped[str | None] = mapped_column(String(32), default=None)
+    delivery_id: Mapped[str | None] = mapped_column(Text(), default=None)
+    delivery_type: Mapped[str | None] = mapped_column(Text(), default=None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tidings.models.base import Base, BigId, JsonDoc
@@ -15,12 +15,12 @@ class Segment(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(190))
-    description: Mapped[str] = mapped_column(String(1000), default="")
+    name: Mapped[str] = mapped_column(Text())
+    description: Mapped[str] = mapped_column(Text(), default="")
     # manual or dynamic
-    type: Mapped[str] = mapped_column(String(16), default="manual")
+    type: Mapped[str] = mapped_column(Text(), default="manual")
     tags: Mapped[list[str] | None] = mapped_column(JsonDoc, default=None)
-    state: Mapped[str] = mapped_column(String(32), default="finished")
+    state: Mapped[str] = mapped_column(Text(), default="finished")
     created_at: Mapped[int]
     updated_at: Mapped[int]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tidings.models.base import Base, BigId, JsonDoc
@@ -14,7 +14,7 @@ class Account(Base):
     __tablename__ = "accounts"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(190))
+    name: Mapped[str] = mapped_column(Text())
     created_at: Mapped[int]
 
 
@@ -23,8 +23,8 @@ class Workspace(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(190))
-    site_id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(Text())
+    site_id: Mapped[str] = mapped_column(Text(), unique=True)
     # Per-workspace overrides of limits and rate limits (see tidings.workspaces.limits).
     settings: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
     created_at: Mapped[int]
@@ -42,12 +42,12 @@ class Credential(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    name: Mapped[str] = mapped_column(String(190), default="")
-    secret_hash: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(Text())
+    name: Mapped[str] = mapped_column(Text(), default="")
+    secret_hash: Mapped[str] = mapped_column(Text())
     # Only webhook signing keys keep their secret; for the others this is NULL.
-    secret_plain: Mapped[str | None] = mapped_column(String(128), default=None)
+    secret_plain: Mapped[str | None] = mapped_column(Text(), default=None)
     # First characters of the secret, so people can tell keys apart in listings.
-    hint: Mapped[str] = mapped_column(String(16))
+    hint: Mapped[str] = mapped_column(Text())
     created_at: Mapped[int]
     revoked_at: Mapped[int | None] = mapped_column(default=None)

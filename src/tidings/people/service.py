@@ -50,6 +50,10 @@ SPECIAL_KEYS = frozenset(
     }
 )
 DEVICE_PLATFORMS = frozenset({"ios", "android"})
+# Push tokens are at most a few hundred bytes (APNs 64 hex characters, FCM about 160).
+MAX_DEVICE_TOKEN_BYTES = 1000
+# Year 5138: anything larger is milliseconds or garbage, not seconds.
+MAX_UNIX_SECONDS = 10**11
 DAY = 86400
 
 
@@ -74,13 +78,15 @@ def as_unix(value: Any, field: str) -> int | None:
         return None
     if isinstance(value, bool):
         raise InvalidInput(f"{field} must be a unix timestamp in seconds", field=field)
-    if isinstance(value, int):
-        return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    raise InvalidInput(f"{field} must be a unix timestamp in seconds", field=field)
+        value = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int):
+        raise InvalidInput(f"{field} must be a unix timestamp in seconds", field=field)
+    if abs(value) > MAX_UNIX_SECONDS:
+        raise InvalidInput(f"{field} is out of range for a unix timestamp in seconds", field=field)
+    return value
 
 
 def create_person(
@@ -218,7 +224,8 @@ def identify(
     if anonymous_id is not None:
         traits = anonymous.link(session, person, anonymous_id, now=now)
         for name, value in traits.items():
-            attrs.setdefault(name, value)
+            if name not in SPECIAL_KEYS:
+                attrs.setdefault(name, value)
     if attrs:
         new_attrs, stamps, attr_changes = apply_attributes(
             person.attributes or {},
@@ -412,6 +419,10 @@ def parse_device(device: Any, *, token_key: str) -> DeviceInput:
     token = device.get(token_key)
     if not isinstance(token, str) or not token:
         raise InvalidInput(f"device.{token_key} is required", field=f"device.{token_key}")
+    if len(token.encode()) > MAX_DEVICE_TOKEN_BYTES:
+        raise InvalidInput(
+            f"device.{token_key} is longer than {MAX_DEVICE_TOKEN_BYTES} bytes", field=f"device.{token_key}"
+        )
     platform = device.get("platform")
     if not isinstance(platform, str) or platform.lower() not in DEVICE_PLATFORMS:
         raise InvalidInput("device.platform must be ios or android", field="device.platform")

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 00:28:32.055733
+Create Date: 2026-11-24 01:02:24.752810
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ def upgrade() -> None:
         sa.Column(
             "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
         ),
-        sa.Column("name", sa.String(length=190), nullable=False),
-        sa.Column("created_at", sa.Integer(), nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_accounts")),
     )
     op.create_table(
@@ -34,14 +34,14 @@ def upgrade() -> None:
             "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
         ),
         sa.Column("account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("name", sa.String(length=190), nullable=False),
-        sa.Column("site_id", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("site_id", sa.Text(), nullable=False),
         sa.Column(
             "settings",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
-        sa.Column("created_at", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["accounts.id"],
@@ -60,13 +60,13 @@ def upgrade() -> None:
             "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
         ),
         sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("kind", sa.String(length=32), nullable=False),
-        sa.Column("name", sa.String(length=190), nullable=False),
-        sa.Column("secret_hash", sa.String(length=64), nullable=False),
-        sa.Column("secret_plain", sa.String(length=128), nullable=True),
-        sa.Column("hint", sa.String(length=16), nullable=False),
-        sa.Column("created_at", sa.Integer(), nullable=False),
-        sa.Column("revoked_at", sa.Integer(), nullable=True),
+        sa.Column("kind", sa.Text(), nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("secret_hash", sa.Text(), nullable=False),
+        sa.Column("secret_plain", sa.Text(), nullable=True),
+        sa.Column("hint", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("revoked_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -85,15 +85,15 @@ def upgrade() -> None:
             "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
         ),
         sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("delivery_id", sa.String(length=190), nullable=False),
-        sa.Column("metric", sa.String(length=32), nullable=False),
-        sa.Column("timestamp", sa.Integer(), nullable=False),
-        sa.Column("recipient", sa.String(length=1000), nullable=True),
-        sa.Column("reason", sa.String(length=1000), nullable=True),
-        sa.Column("href", sa.String(length=2000), nullable=True),
-        sa.Column("device_token", sa.String(length=1000), nullable=True),
-        sa.Column("source", sa.String(length=32), nullable=False),
-        sa.Column("received_at", sa.Integer(), nullable=False),
+        sa.Column("delivery_id", sa.Text(), nullable=False),
+        sa.Column("metric", sa.Text(), nullable=False),
+        sa.Column("timestamp", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("recipient", sa.Text(), nullable=True),
+        sa.Column("reason", sa.Text(), nullable=True),
+        sa.Column("href", sa.Text(), nullable=True),
+        sa.Column("device_token", sa.Text(), nullable=True),
+        sa.Column("source", sa.Text(), nullable=False),
+        sa.Column("received_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -113,10 +113,10 @@ def upgrade() -> None:
             "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
         ),
         sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("form_id", sa.String(length=190), nullable=False),
-        sa.Column("name", sa.String(length=190), nullable=False),
-        sa.Column("submissions", sa.Integer(), nullable=False),
-        sa.Column("created_at", sa.Integer(), nullable=False),
+        sa.Column("form_id", sa.Text(), nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("submissions", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("created_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -132,19 +132,19 @@ def upgrade() -> None:
             "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
         ),
         sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
-        sa.Column("kind", sa.String(length=64), nullable=False),
-        sa.Column("unique_key", sa.String(length=190), nullable=True),
+        sa.Column("kind", sa.Text(), nullable=False),
+        sa.Column("unique_key", sa.Text(), nullable=True),
         sa.Column(
             "payload",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
-        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("status", sa.Text(), nullable=False),
         sa.Column("run_at", sa.Double(), nullable=False),
-        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("attempts", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("leased_until", sa.Double(), nullable=True),
-        sa.Column("leased_by", sa.String(length=64), nullable=True),
-        sa.Column("last_error", sa.String(length=2000), nullable=True),
+        sa.Column("leased_by", sa.Text(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("created_at", sa.Double(), nullable=False),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
@@ -164,10 +164,10 @@ def upgrade() -> None:
             "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
         ),
         sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("type_id", sa.String(length=32), nullable=False),
-        sa.Column("name", sa.String(length=190), nullable=False),
-        sa.Column("singular", sa.String(length=190), nullable=False),
-        sa.Column("created_at", sa.Integer(), nullable=False),
+        sa.Column("type_id", sa.Text(), nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("singular", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -183,9 +183,9 @@ def upgrade() -> None:
             "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
         ),
         sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("type_id", sa.String(length=32), nullable=False),
-        sa.Column("object_id", sa.String(length=150), nullable=False),
-        sa.Column("cio_object_id", sa.String(length=32), nullable=False),
+        sa.Column("type_id", sa.Text(), nullable=False),
+        sa.Column("object_id", sa.Text(), nullable=False),
+        sa.Column("cio_object_id", sa.Text(), nullable=False),
         sa.Column(
             "attributes",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
@@ -196,8 +196,8 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
-        sa.Column("created_at", sa.Integer(), nullable=False),
-        sa.Column("updated_at", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("updated_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -218,12 +218,12 @@ def upgrade() -> None:
             "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
         ),
         sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("cio_id", sa.String(length=32), nullable=False),
-        sa.Column("customer_id", sa.String(length=150), nullable=True),
-        sa.Column("email", sa.String(length=1000), nullable=True),
-        sa.Column("email_key", sa.String(length=1000), nullable=True),
-        sa.Column("created_at", sa.Integer(), nullable=False),
-        sa.Column("updated_at", sa.Integer(), nullable=False),
+        sa.Column("cio_id", sa.Text(), nullable=False),
+        sa.Column("customer_id", sa.Text(), nullable=True),
+        sa.Column("email", sa.Text(), nullable=True),
+        sa.Column("email_key", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("updated_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("unsubscribed", sa.Boolean(), nullable=False),
         sa.Column(
             "attributes",
@@ -254,8 +254,8 @@ def upgrade() -> None:
     op.create_table(
         "pipelines_messages",
         sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("message_id", sa.String(length=190), nullable=False),
-        sa.Column("received_at", sa.Integer(), nullable=False),
+        sa.Column("message_id", sa.Text(), nullable=False),
+        sa.Column("received_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -273,17 +273,17 @@ def upgrade() -> None:
             "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
         ),
         sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("name", sa.String(length=190), nullable=False),
-        sa.Column("description", sa.String(length=1000), nullable=False),
-        sa.Column("type", sa.String(length=16), nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("type", sa.Text(), nullable=False),
         sa.Column(
             "tags",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=True,
         ),
-        sa.Column("state", sa.String(length=32), nullable=False),
-        sa.Column("created_at", sa.Integer(), nullable=False),
-        sa.Column("updated_at", sa.Integer(), nullable=False),
+        sa.Column("state", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("updated_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -301,10 +301,10 @@ def upgrade() -> None:
             "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
         ),
         sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("identifier_type", sa.String(length=16), nullable=False),
-        sa.Column("value", sa.String(length=1000), nullable=False),
-        sa.Column("group_key", sa.String(length=32), nullable=False),
-        sa.Column("created_at", sa.Integer(), nullable=False),
+        sa.Column("identifier_type", sa.Text(), nullable=False),
+        sa.Column("value", sa.Text(), nullable=False),
+        sa.Column("group_key", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -329,17 +329,17 @@ def upgrade() -> None:
         ),
         sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("person_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
-        sa.Column("activity_id", sa.String(length=32), nullable=False),
-        sa.Column("type", sa.String(length=64), nullable=False),
-        sa.Column("name", sa.String(length=190), nullable=True),
-        sa.Column("timestamp", sa.Integer(), nullable=False),
+        sa.Column("activity_id", sa.Text(), nullable=False),
+        sa.Column("type", sa.Text(), nullable=False),
+        sa.Column("name", sa.Text(), nullable=True),
+        sa.Column("timestamp", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column(
             "data",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
-        sa.Column("delivery_id", sa.String(length=64), nullable=True),
-        sa.Column("delivery_type", sa.String(length=32), nullable=True),
+        sa.Column("delivery_id", sa.Text(), nullable=True),
+        sa.Column("delivery_type", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
             ["person_id"], ["people.id"], name=op.f("fk_activities_person_id_people"), ondelete="CASCADE"
         ),
@@ -360,15 +360,15 @@ def upgrade() -> None:
             "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
         ),
         sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("anonymous_id", sa.String(length=150), nullable=False),
+        sa.Column("anonymous_id", sa.Text(), nullable=False),
         sa.Column("person_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column(
             "traits",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
-        sa.Column("created_at", sa.Integer(), nullable=False),
-        sa.Column("linked_at", sa.Integer(), nullable=True),
+        sa.Column("created_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("linked_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.ForeignKeyConstraint(
             ["person_id"],
             ["people.id"],
@@ -391,13 +391,13 @@ def upgrade() -> None:
 
     op.create_table(
         "deliveries",
-        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("id", sa.Text(), nullable=False),
         sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("person_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
-        sa.Column("channel", sa.String(length=32), nullable=False),
-        sa.Column("recipient", sa.String(length=1000), nullable=True),
-        sa.Column("created_at", sa.Integer(), nullable=False),
-        sa.Column("unsubscribed_at", sa.Integer(), nullable=True),
+        sa.Column("channel", sa.Text(), nullable=False),
+        sa.Column("recipient", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("unsubscribed_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.ForeignKeyConstraint(
             ["person_id"], ["people.id"], name=op.f("fk_deliveries_person_id_people"), ondelete="SET NULL"
         ),
@@ -419,15 +419,15 @@ def upgrade() -> None:
         ),
         sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("person_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("token", sa.String(length=1000), nullable=False),
-        sa.Column("platform", sa.String(length=32), nullable=False),
-        sa.Column("last_used", sa.Integer(), nullable=False),
+        sa.Column("token", sa.Text(), nullable=False),
+        sa.Column("platform", sa.Text(), nullable=False),
+        sa.Column("last_used", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column(
             "attributes",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
-        sa.Column("created_at", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.ForeignKeyConstraint(
             ["person_id"], ["people.id"], name=op.f("fk_devices_person_id_people"), ondelete="CASCADE"
         ),
@@ -449,20 +449,20 @@ def upgrade() -> None:
             "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
         ),
         sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("event_id", sa.String(length=64), nullable=False),
+        sa.Column("event_id", sa.Text(), nullable=False),
         sa.Column("person_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
-        sa.Column("anonymous_id", sa.String(length=150), nullable=True),
-        sa.Column("type", sa.String(length=16), nullable=False),
-        sa.Column("name", sa.String(length=190), nullable=False),
+        sa.Column("anonymous_id", sa.Text(), nullable=True),
+        sa.Column("type", sa.Text(), nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
         sa.Column(
             "data",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
-        sa.Column("timestamp", sa.Integer(), nullable=False),
-        sa.Column("received_at", sa.Integer(), nullable=False),
+        sa.Column("timestamp", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("received_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("can_trigger", sa.Boolean(), nullable=False),
-        sa.Column("source", sa.String(length=16), nullable=False),
+        sa.Column("source", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(
             ["person_id"], ["people.id"], name=op.f("fk_events_person_id_people"), ondelete="CASCADE"
         ),
@@ -492,8 +492,8 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
-        sa.Column("created_at", sa.Integer(), nullable=False),
-        sa.Column("updated_at", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("updated_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.ForeignKeyConstraint(
             ["object_pk"], ["objects.id"], name=op.f("fk_relationships_object_pk_objects"), ondelete="CASCADE"
         ),
@@ -518,7 +518,7 @@ def upgrade() -> None:
         sa.Column("segment_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("person_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("added_at", sa.Integer(), nullable=False),
+        sa.Column("added_at", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column(
             "data",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),

@@ -1,0 +1,113 @@
+"""Durable jobs: leases, reclaiming a crashed worker's jobs, periodic maintenance, `tidings worker`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import TIDINGS
+from tidings.config import Settings
+from tidings.models import Job, PipelinesMessage
+from tidings.runtime import Runtime
+from tidings.worker import queue
+from tidings.worker.loop import Worker
+from tidings.workspaces.service import create_workspace
+
+DAY = 86400
+
+
+@pytest.fixture
+def runtime(database_url: str) -> Iterator[Runtime]:
+    instance = Runtime.from_settings(Settings(database_url=database_url))
+    yield instance
+    instance.db.close()
+
+
+def test_a_crashed_workers_job_is_reclaimed_after_its_lease(runtime: Runtime) -> None:
+    now = runtime.clock.now()
+    with runtime.db.session() as session:
+        queue.enqueue(session, "purge_pipelines_messages", run_at=now, now=now)
+    with runtime.db.session() as session:
+        first = queue.claim(session, worker_id="crashed", now=now, lease_seconds=30)
+    assert [job.kind for job in first] == ["purge_pipelines_messages"]
+    with runtime.db.session() as session:
+        assert queue.claim(session, worker_id="other", now=now + 10, lease_seconds=30) == []
+    with runtime.db.session() as session:
+        again = queue.claim(session, worker_id="other", now=now + 31, lease_seconds=30)
+    assert [(job.id, job.attempts) for job in again] == [(first[0].id, 2)]
+    with runtime.db.session() as session:
+        queue.finish(session, first[0].id, worker_id="crashed")
+        assert session.get(Job, first[0].id) is not None, (
+            "a worker that lost its lease may not finish the job"
+        )
+        queue.finish(session, first[0].id, worker_id="other")
+        assert session.get(Job, first[0].id) is None
+
+
+def test_unique_jobs_are_enqueued_once(runtime: Runtime) -> None:
+    now = runtime.clock.now()
+    with runtime.db.session() as session:
+        for _ in range(3):
+            queue.enqueue(session, "purge_pipelines_messages", run_at=now, now=now, unique_key="once")
+    with runtime.db.read_session() as session:
+        assert session.query(Job).count() == 1
+
+
+def test_failing_jobs_back_off_then_fail(runtime: Runtime) -> None:
+    worker = Worker(runtime)
+    now = runtime.clock.now()
+    with runtime.db.session() as session:
+        queue.enqueue(session, "no_such_kind", run_at=now, now=now)
+    assert worker.run_once() == 1
+    with runtime.db.read_session() as session:
+        job = session.query(Job).one()
+        assert job.status == "pending"
+        assert job.run_at > now
+        assert "no handler" in (job.last_error or "")
+
+
+def test_periodic_maintenance_purges_expired_dedup_keys(runtime: Runtime) -> None:
+    worker = Worker(runtime)
+    now = int(runtime.clock.now())
+    with runtime.db.session() as session:
+        workspace = create_workspace(session, "w", now=now)
+        session.add(
+            PipelinesMessage(workspace_id=workspace.workspace_id, message_id="old", received_at=now - 8 * DAY)
+        )
+        session.add(PipelinesMessage(workspace_id=workspace.workspace_id, message_id="new", received_at=now))
+    worker.schedule_periodic()
+    assert worker.run_once() == 0, "periodic jobs wait for their first interval"
+    runtime.clock.advance(3601)
+    assert worker.run_once() >= 1
+    with runtime.db.read_session() as session:
+        assert [m.message_id for m in session.query(PipelinesMessage)] == ["new"]
+
+
+def test_the_worker_command_runs_due_jobs(database_url: str, tmp_path: Path) -> None:
+    url = database_url
+    runtime = Runtime.from_settings(Settings(database_url=url))
+    now = runtime.clock.now()
+    with runtime.db.session() as session:
+        queue.enqueue(session, "purge_unlinked_anonymous_events", run_at=now, now=now)
+    env = {**os.environ, "TIDINGS_DATABASE_URL": url, "TIDINGS_WORKER_POLL_SECONDS": "0.1"}
+    with (tmp_path / "worker.log").open("wb") as log:
+        process = subprocess.Popen([str(TIDINGS), "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        remaining = 1
+        while time.monotonic() < deadline and remaining:
+            with runtime.db.read_session() as session:
+                remaining = session.query(Job).filter(Job.unique_key.is_(None)).count()
+            time.sleep(0.1)
+        assert remaining == 0
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        runtime.db.close()
+    assert process.returncode is not None
+    assert "Tidings worker" in (tmp_path / "worker.log").read_text()
