@@ -209,3 +209,76 @@ def test_manual_segment_membership_by_id_type(api: Api) -> None:
     assert empty.status_code == 400
     unknown = api.track.post("/api/v1/segments/999999/add_customers", json={"ids": ["v1"]})
     assert unknown.status_code == 400
+
+
+def test_email_path_naming_someone_elses_email_is_an_attribute_update_failure(api: Api) -> None:
+    api.track.put("/api/v1/customers/a%40example.com", json={})
+    api.track.put("/api/v1/customers/b%40example.com", json={})
+    clash = api.track.put("/api/v1/customers/a%40example.com", json={"email": "b@example.com"})
+    assert clash.status_code == 200
+    assert api.attributes("a@example.com", id_type="email").status_code == 200
+    failures = api.activities("a@example.com", id_type="email", type="failed_attribute_change")
+    assert len(failures) == 1
+    moved = api.track.put("/api/v1/customers/a%40example.com", json={"email": "c@example.com"})
+    assert moved.status_code == 200
+    assert api.attributes("c@example.com", id_type="email").status_code == 200
+
+
+def test_nul_in_a_path_identifier_is_400(api: Api) -> None:
+    response = api.track.put("/api/v1/customers/a%00b", json={})
+    assert response.status_code == 400
+    assert "NUL" in response.json()["meta"]["errors"][0]
+
+
+def test_metrics_need_no_credentials_for_tidings_deliveries(api: Api) -> None:
+    api.track.put("/api/v1/customers/m", json={"email": "m@example.com"})
+    person_id = api.server.sql(
+        "SELECT id FROM people WHERE workspace_id = :w AND customer_id = 'm'", w=api.creds.workspace_id
+    )[0][0]
+    api.server.execute(
+        "INSERT INTO deliveries (id, workspace_id, person_id, channel, recipient, created_at) "
+        "VALUES (:d, :w, :p, 'push', 'tok', 1)",
+        d=f"dlv_metrics_{api.creds.workspace_id}",
+        w=api.creds.workspace_id,
+        p=person_id,
+    )
+    base = api.server.base_url
+    delivery = f"dlv_metrics_{api.creds.workspace_id}"
+    assert (
+        httpx.post(f"{base}/api/v1/metrics", json={"delivery_id": delivery, "metric": "opened"}).status_code
+        == 200
+    )
+    push = httpx.post(f"{base}/api/v1/push/events", json={"delivery_id": delivery, "event": "delivered"})
+    assert push.status_code == 200
+    rows = api.server.sql(
+        "SELECT metric FROM delivery_metric_reports WHERE workspace_id = :w ORDER BY id",
+        w=api.creds.workspace_id,
+    )
+    assert [r[0] for r in rows] == ["opened", "delivered"]
+    unknown = httpx.post(
+        f"{base}/api/v1/metrics", json={"delivery_id": "dlv_nobody_knows", "metric": "opened"}
+    )
+    assert unknown.status_code == 400
+    assert "send Track credentials" in unknown.json()["meta"]["errors"][0]
+
+
+def test_one_click_unsubscribe_needs_no_json(api: Api) -> None:
+    api.track.put("/api/v1/customers/oc", json={"email": "oc@example.com"})
+    person_id = api.server.sql(
+        "SELECT id FROM people WHERE workspace_id = :w AND customer_id = 'oc'", w=api.creds.workspace_id
+    )[0][0]
+    delivery = f"dlv_oneclick_{api.creds.workspace_id}"
+    api.server.execute(
+        "INSERT INTO deliveries (id, workspace_id, person_id, channel, recipient, created_at) "
+        "VALUES (:d, :w, :p, 'email', 'oc@example.com', 1)",
+        d=delivery,
+        w=api.creds.workspace_id,
+        p=person_id,
+    )
+    response = httpx.post(
+        f"{api.server.base_url}/unsubscribe/{delivery}",
+        content=b"List-Unsubscribe=One-Click",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200
+    assert api.attributes("oc").json()["customer"]["unsubscribed"] is True

@@ -104,6 +104,13 @@ async def track_workspace(request: Request) -> WorkspaceContext:
     return ctx
 
 
+async def optional_track_workspace(request: Request) -> WorkspaceContext | None:
+    """Track credentials when sent; endpoints Customer.io leaves open (metrics) accept none."""
+    if not request.headers.get("authorization"):
+        return None
+    return await track_workspace(request)
+
+
 async def app_workspace(request: Request) -> WorkspaceContext:
     """App API: ``Authorization: Bearer <App API key>``."""
     token = bearer_token(request.headers.get("authorization"))

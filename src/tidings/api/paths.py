@@ -11,10 +11,15 @@ from urllib.parse import unquote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tidings.errors import InvalidInput
+
 SLASH_STAND_IN = "\uf8ff"
 
 
 def path_value(raw: str) -> str:
+    if "\x00" in raw:
+        # PostgreSQL cannot store NUL; refuse it on every store alike.
+        raise InvalidInput("path segments may not contain the NUL character")
     return raw.replace(SLASH_STAND_IN, "/")
 
 

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tidings.api import docs
-from tidings.api.auth import runtime_of, track_workspace
+from tidings.api.auth import optional_track_workspace, runtime_of, track_workspace
 from tidings.api.body import read_object
 from tidings.api.paths import path_value
 from tidings.api.surfaces import TrackV1Route, TrackV1SingleErrorRoute, json_response, ok
@@ -23,6 +23,7 @@ from tidings.workspaces.schemas import WorkspaceContext
 
 router = APIRouter(prefix="/api/v1", route_class=TrackV1Route, tags=["Track API v1"])
 Workspace = Annotated[WorkspaceContext, Depends(track_workspace)]
+MaybeWorkspace = Annotated[WorkspaceContext | None, Depends(optional_track_workspace)]
 
 # v1 bodies: an event's data may be 100 KB; leave room for the envelope.
 MAX_BODY = 1_000_000
@@ -219,7 +220,8 @@ async def submit_form(form_id: str, request: Request, ws: Workspace) -> Response
     runtime = runtime_of(request)
     body = await read_object(request, MAX_BODY)
     now = runtime.clock.now_int()
-    await runtime.db.write(lambda s: events.submit_form(s, ws, form_id, body, now=now))
+    form = path_value(form_id)
+    await runtime.db.write(lambda s: events.submit_form(s, ws, form, body, now=now))
     return Response(status_code=204)
 
 
@@ -233,12 +235,13 @@ async def submit_form(form_id: str, request: Request, ws: Workspace) -> Response
         )
     ),
 )
-async def report_metric(request: Request, ws: Workspace) -> Response:
+async def report_metric(request: Request, ws: MaybeWorkspace) -> Response:
     runtime = runtime_of(request)
     body = await read_object(request, MAX_BODY)
+    workspace_id = ws.workspace_id if ws is not None else None
     now = runtime.clock.now_int()
     await runtime.db.write(
-        lambda s: deliveries.report_metric(s, ws.workspace_id, body, now=now, source="track_metrics")
+        lambda s: deliveries.report_metric(s, workspace_id, body, now=now, source="track_metrics")
     )
     return ok()
 
@@ -253,9 +256,10 @@ async def report_metric(request: Request, ws: Workspace) -> Response:
         )
     ),
 )
-async def report_push_event(request: Request, ws: Workspace) -> Response:
+async def report_push_event(request: Request, ws: MaybeWorkspace) -> Response:
     runtime = runtime_of(request)
     body = await read_object(request, MAX_BODY)
+    workspace_id = ws.workspace_id if ws is not None else None
     now = runtime.clock.now_int()
-    await runtime.db.write(lambda s: deliveries.report_push_event(s, ws.workspace_id, body, now=now))
+    await runtime.db.write(lambda s: deliveries.report_push_event(s, workspace_id, body, now=now))
     return ok()

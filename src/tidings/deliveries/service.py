@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tidings.errors import InvalidInput
@@ -48,7 +49,20 @@ def _delivery_id(body: dict[str, Any]) -> str:
     return delivery_id
 
 
-def report_metric(session: Session, workspace_id: int, body: Any, *, now: int, source: str) -> None:
+def _workspace_of(session: Session, workspace_id: int | None, delivery_id: str) -> int:
+    """Metrics may arrive without credentials (as Customer.io allows); the delivery names the workspace."""
+    if workspace_id is not None:
+        return workspace_id
+    owner = session.scalar(select(Delivery.workspace_id).where(Delivery.id == delivery_id))
+    if owner is None:
+        raise InvalidInput(
+            f"unknown delivery {delivery_id}: send Track credentials to report metrics for it",
+            field="delivery_id",
+        )
+    return owner
+
+
+def report_metric(session: Session, workspace_id: int | None, body: Any, *, now: int, source: str) -> None:
     if not isinstance(body, dict):
         raise InvalidInput("body must be a JSON object")
     delivery_id = _delivery_id(body)
@@ -57,7 +71,7 @@ def report_metric(session: Session, workspace_id: int, body: Any, *, now: int, s
         raise InvalidInput(f"metric must be one of {', '.join(sorted(METRICS))}", field="metric")
     session.add(
         DeliveryMetricReport(
-            workspace_id=workspace_id,
+            workspace_id=_workspace_of(session, workspace_id, delivery_id),
             delivery_id=delivery_id,
             metric=metric,
             timestamp=as_unix(body.get("timestamp"), "timestamp") or now,
@@ -70,7 +84,7 @@ def report_metric(session: Session, workspace_id: int, body: Any, *, now: int, s
     )
 
 
-def report_push_event(session: Session, workspace_id: int, body: Any, *, now: int) -> None:
+def report_push_event(session: Session, workspace_id: int | None, body: Any, *, now: int) -> None:
     if not isinstance(body, dict):
         raise InvalidInput("body must be a JSON object")
     delivery_id = _delivery_id(body)
@@ -79,7 +93,7 @@ def report_push_event(session: Session, workspace_id: int, body: Any, *, now: in
         raise InvalidInput("event must be opened, converted or delivered", field="event")
     session.add(
         DeliveryMetricReport(
-            workspace_id=workspace_id,
+            workspace_id=_workspace_of(session, workspace_id, delivery_id),
             delivery_id=delivery_id,
             metric=event,
             timestamp=as_unix(body.get("timestamp"), "timestamp") or now,
@@ -92,14 +106,16 @@ def report_push_event(session: Session, workspace_id: int, body: Any, *, now: in
 
 def unsubscribe(session: Session, delivery_id: str, body: Any, *, now: int) -> None:
     """``POST /unsubscribe/{delivery_id}``: unsubscribe the delivery's person, attributed to it."""
-    if not isinstance(body, dict) or not isinstance(body.get("unsubscribe"), bool):
-        raise InvalidInput('body must be {"unsubscribe": true}', field="unsubscribe")
+    # The flag is optional: posting at all is the request (RFC 8058 one-click sends a form body).
+    flag = body.get("unsubscribe", True) if isinstance(body, dict) else True
+    if not isinstance(flag, bool):
+        raise InvalidInput("unsubscribe must be true or false", field="unsubscribe")
     if not is_delivery_id(delivery_id):
         raise InvalidInput("malformed delivery id", field="delivery_id")
     delivery = session.get(Delivery, delivery_id)
     if delivery is None:
         raise InvalidInput(f"unknown delivery {delivery_id}", field="delivery_id")
-    if not body["unsubscribe"]:
+    if not flag:
         return
     delivery.unsubscribed_at = delivery.unsubscribed_at or now
     session.add(

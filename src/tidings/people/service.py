@@ -147,7 +147,7 @@ def identify(
         relationships, relationship_action = _v1_relationships(body["cio_relationships"])
 
     body_idents = [Identifier("id", new_id)] if new_id and ident.type != "id" else []
-    if new_email and ident.type != "email":
+    if new_email and (ident.type != "email" or email_key(new_email) != email_key(ident.value)):
         body_idents.append(Identifier("email", new_email))
     refuse_suppressed(session, ws.workspace_id, [ident, *body_idents])
 

@@ -99,9 +99,8 @@ def unix_time(value: Any, field: str) -> int | None:
         seconds = int(parsed.timestamp())
     except (ValueError, OverflowError) as exc:
         raise InvalidInput(f"{field} must be an ISO-8601 date-time", field=field) from exc
-    # Times are stored as 32-bit unix seconds.
-    if not -(2**31) <= seconds < 2**31:
-        raise InvalidInput(f"{field} must be between 1901 and 2038", field=field)
+    if abs(seconds) > people.MAX_UNIX_SECONDS:
+        raise InvalidInput(f"{field} is out of range", field=field)
     return seconds
 
 

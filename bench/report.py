@@ -1,0 +1,306 @@
+"""``bench/RESULTS.md``: one generated section per benchmark, replaced only when that benchmark runs again,
+then the hand-kept notes (profiles, and what each change moved), which are never rewritten."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sqlite3
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from bench.b1 import B1Result
+from bench.b2 import ITEMS_PER_REQUEST, B2Result
+from bench.b9 import BYTECODE_MODES, INHERIT, B9Result
+from bench.load import machine_load, wrk_version
+from bench.server import POSTGRES_ADMIN_URL, postgres_available
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTES_MARKER = "<!-- bench:notes — everything below is kept as written; bench.run never rewrites it -->"
+BENCHMARK_IDS = ("B1", "B2", "B9")
+TARGET_B1_RPS = 5_000
+TARGET_B1_P99_MS = 50
+TARGET_B1_RATIO = 0.5
+TARGET_B2_EPS = 50_000
+TARGET_B9_RSS_MB = 150
+TARGET_B9_READY_S = 3.0
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Environment:
+    date: str
+    commit: str
+    cores: int
+    memory_gib: float
+    cpu: str
+    python: str
+    sqlite: str
+    postgres: str
+    wrk: str
+    load_average: str
+
+    @property
+    def stamp(self) -> str:
+        return f"{self.date}, commit `{self.commit}`"
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
+        )
+    except OSError:
+        return ""
+    return done.stdout.strip()
+
+
+def _commit() -> str:
+    head = _git("rev-parse", "--short", "HEAD") or "unknown"
+    return f"{head}+dirty" if _git("status", "--porcelain", "--untracked-files=no") else head
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _postgres_version() -> str:
+    if not postgres_available():
+        return "not reachable"
+    with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3) as connection:
+        row = connection.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "unknown"
+
+
+def environment() -> Environment:
+    return Environment(
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        commit=_commit(),
+        cores=os.cpu_count() or 0,
+        memory_gib=_memory_gib(),
+        cpu=_cpu_model(),
+        python=platform.python_version(),
+        sqlite=sqlite3.sqlite_version,
+        postgres=_postgres_version(),
+        wrk=wrk_version(),
+        load_average=machine_load(),
+    )
+
+
+def _mark(ok: bool) -> str:
+    return "yes" if ok else "**NO**"
+
+
+def _n(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f} ms"
+
+
+def render_b1(results: Iterable[B1Result], env: Environment, skipped: Mapping[str, str]) -> str:
+    results = list(results)
+    lines = ["## B1 — Track v1 ingestion (identify + event mix, HTTP)", ""]
+    if results:
+        first = results[0]
+        lines += [
+            f"Measured {env.stamp}. Generator: **{first.generator}**, {first.connections} connections, "
+            f"{len(first.runs)} runs of {first.seconds:g} s per figure (no-op and ingest runs "
+            "alternate); medians.",
+            f"Target ≥ {_n(TARGET_B1_RPS)} req/s, p99 ≤ {TARGET_B1_P99_MS} ms, ratio ≥ {TARGET_B1_RATIO}.",
+            "",
+            "| backend | ingest req/s | p50 | p99 | no-op `/healthz` req/s | no-op p99 | ratio | "
+            "every 200 committed | non-200 | load average at start |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        ]
+        for result in results:
+            lines.append(
+                f"| {result.backend} | {_n(result.ingest_rps)} | {_ms(result.p50_ms)} | {_ms(result.p99_ms)} "
+                f"| {_n(result.noop_rps)} | {_ms(result.noop_p99_ms)} | {result.ratio:.3f} "
+                f"| {_mark(result.all_committed)} | {result.failed} | {result.load_average} |"
+            )
+        lines += ["", "Runs (ingest req/s · p99 · 200s acknowledged / rows committed):", ""]
+        for result in results:
+            runs = "; ".join(
+                f"{run.ingest.ok_per_second:,.0f} · {run.ingest.p99_ms:.0f} ms · "
+                f"{run.commitment.acknowledged:,} / {run.commitment.committed:,}"
+                for run in result.runs
+            )
+            lines.append(f"- {result.backend}: {runs}")
+    for backend, reason in skipped.items():
+        lines.append(f"- {backend}: not measured ({reason})")
+    return "\n".join(lines)
+
+
+def render_b2(results: Iterable[B2Result], env: Environment, skipped: Mapping[str, str]) -> str:
+    results = list(results)
+    lines = [f"## B2 — Batch ingestion ({ITEMS_PER_REQUEST} events a request)", ""]
+    if results:
+        first = results[0]
+        lines += [
+            f"Measured {env.stamp}. Generator: **{first.generator}**, {first.connections} connections, "
+            f"{first.seconds:g} s runs; medians. Baseline: raw `executemany` of {first.baseline_rows:,} "
+            f"equivalent rows into `events` of the same database, {ITEMS_PER_REQUEST} rows a transaction.",
+            f"Target ≥ {_n(TARGET_B2_EPS)} events/s.",
+            "",
+            "| backend | surface | events/s | p50 | p99 | executemany events/s | ratio "
+            "| every 200 committed | load average at start |",
+            "|---|---|---:|---:|---:|---:|---:|---|---|",
+        ]
+        for result in results:
+            for surface in result.surfaces:
+                name = (
+                    "`POST /api/v2/batch`" if surface.surface == "track_v2" else "Pipelines `POST /v1/batch`"
+                )
+                if surface.unavailable:
+                    lines.append(
+                        f"| {result.backend} | {name} | not yet measured: {surface.unavailable} | | | "
+                        f"{_n(result.baseline_events_per_second)} | | | {result.load_average} |"
+                    )
+                    continue
+                lines.append(
+                    f"| {result.backend} | {name} | {_n(surface.events_per_second)} | {_ms(surface.p50_ms)} "
+                    f"| {_ms(surface.p99_ms)} | {_n(result.baseline_events_per_second)} "
+                    f"| {result.ratio(surface):.3f} | {_mark(surface.all_committed)} "
+                    f"| {result.load_average} |"
+                )
+    for backend, reason in skipped.items():
+        lines.append(f"- {backend}: not measured ({reason})")
+    return "\n".join(lines)
+
+
+def render_b9(result: B9Result, env: Environment) -> str:
+    modes = [mode for mode in (*BYTECODE_MODES, INHERIT) if result.of(mode)]
+    repeats = len(result.of(modes[0])) if modes else 0
+    lines = [
+        "## B9 — Footprint of `tidings serve` (SQLite)",
+        "",
+        f"Measured {env.stamp}, load average at start {result.load_average}. {repeats} start(s) per mode; "
+        "medians. Ready = spawn → first 200 from "
+        "`/healthz`. Idle RSS 2 s after ready, and 2 s after a warm-up of Track v1 traffic "
+        f"(generator: **{result.generator}**). Target ≤ {TARGET_B9_RSS_MB} MB idle, ready ≤ "
+        f"{TARGET_B9_READY_S:g} s.",
+        "",
+        "| bytecode cache | ready, empty database (migrates) | ready, migrated database | idle RSS | "
+        "RSS after warm-up | warm-up requests |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    labels = {
+        "cached": "cached (installed package)",
+        "none": "none (compile every import)",
+        INHERIT: "as this environment has it",
+    }
+    for mode in modes:
+        warmup = sorted(run.warmup.ok for run in result.of(mode))
+        lines.append(
+            f"| {labels[mode]} | {result.ready_fresh(mode):.2f} s | {result.ready_existing(mode):.2f} s "
+            f"| {result.rss_idle(mode) / MB:.0f} MB | {result.rss_after_warmup(mode) / MB:.0f} MB "
+            f"| {warmup[len(warmup) // 2]:,} |"
+        )
+    lines += ["", "Import of 1M people (≤ 500 MB during import): not measured yet."]
+    return "\n".join(lines)
+
+
+def header(env: Environment) -> str:
+    return "\n".join(
+        [
+            "# Benchmark results",
+            "",
+            "Written by `make bench` (`.venv/bin/python -m bench.run`; `--help` for options). Targets "
+            "and method: the benchmark table of the project brief (B1 to B9). Each section below is "
+            "replaced only when its benchmark runs again, so sections may come from different runs: "
+            "each says when.",
+            "",
+            f"Last run: {env.date}, commit `{env.commit}`, load average at start {env.load_average}.",
+            f"Machine: {env.cores} cores ({env.cpu}), {env.memory_gib:.1f} GiB, Python {env.python}, "
+            f"SQLite {env.sqlite}, PostgreSQL {env.postgres}, {env.wrk}.",
+            "",
+            "Server, load generator and database share the machine's cores over loopback, and other work "
+            "(other developers' test suites) runs on it too: figures are medians and move between runs; "
+            "the ratios against a baseline measured in the same run are the steadier numbers.",
+        ]
+    )
+
+
+def _sections(text: str) -> dict[str, str]:
+    found = {}
+    for match in re.finditer(r"<!-- bench:(B\d+) begin -->\n(.*?)\n<!-- bench:\1 end -->", text, re.S):
+        found[match.group(1)] = match.group(2)
+    return found
+
+
+def initial_notes(baseline: str) -> str:
+    return "\n".join(
+        [
+            "## Where the time goes",
+            "",
+            "Not profiled yet: run B1 under py-spy (`python -m bench.profile`) and summarise the top "
+            "frames here.",
+            "",
+            "## What changed and what it moved",
+            "",
+            "Each optimisation: what it was expected to move, and the figures before and after.",
+            "",
+            f"- Baseline (first measurement): {baseline}",
+        ]
+    )
+
+
+def write_results(path: Path, env: Environment, sections: Mapping[str, str], baseline: str) -> None:
+    """Rewrite ``path``: fresh header, the given sections, earlier sections for benchmarks not run, notes."""
+    previous = path.read_text() if path.exists() else ""
+    kept = _sections(previous)
+    kept.update(sections)
+    notes = (
+        previous.split(NOTES_MARKER, 1)[1].strip() if NOTES_MARKER in previous else initial_notes(baseline)
+    )
+    parts = [header(env)]
+    for benchmark in BENCHMARK_IDS:
+        if benchmark in kept:
+            parts.append(
+                f"<!-- bench:{benchmark} begin -->\n{kept[benchmark]}\n<!-- bench:{benchmark} end -->"
+            )
+    parts += [NOTES_MARKER, notes]
+    path.write_text("\n\n".join(parts) + "\n")
+
+
+def summary(b1: Iterable[B1Result], b2: Iterable[B2Result], b9: B9Result | None, env: Environment) -> str:
+    """One line of the headline figures, for the change log."""
+    items = [
+        f"B1 {r.backend} {_n(r.ingest_rps)} req/s (p99 {r.p99_ms:.0f} ms, ratio {r.ratio:.2f})" for r in b1
+    ]
+    for result in b2:
+        for surface in result.surfaces:
+            figure = (
+                "not yet measured" if surface.unavailable else f"{_n(surface.events_per_second)} events/s"
+            )
+            items.append(f"B2 {result.backend} {surface.surface} {figure}")
+        items.append(f"B2 {result.backend} executemany {_n(result.baseline_events_per_second)} events/s")
+    if b9 is not None and b9.of("cached"):
+        items.append(
+            f"B9 idle {b9.rss_idle('cached') / MB:.0f} MB, ready {b9.ready_existing('cached'):.2f} s"
+        )
+    return f"{env.date}, commit `{env.commit}`: " + "; ".join(items) + "."

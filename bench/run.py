@@ -1,0 +1,160 @@
+"""Run the benchmarks and rewrite ``bench/RESULTS.md``: ``python -m bench.run [--only B1,B2,B9] …``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.b1 import B1Result, run_b1
+from bench.b2 import B2Result, run_b2
+from bench.b9 import B9Result, run_b9
+from bench.load import pick_generator
+from bench.report import BENCHMARK_IDS, environment, render_b1, render_b2, render_b9, summary, write_results
+from bench.server import BACKENDS, postgres_available, serving
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Size:
+    seconds: float
+    repeats: int
+    warmup_seconds: float
+    b1_max_requests: int
+    b2_max_requests: int
+    baseline_rows: int
+    b9_repeats: int
+    b9_warmup_seconds: float
+    b9_warmup_requests: int
+    b9_modes: tuple[str, ...]
+
+
+SIZES = {
+    "full": Size(10.0, 3, 2.0, 10_000_000, 1_000_000, 100_000, 3, 5.0, 1_000_000, ("cached", "none")),
+    "small": Size(2.0, 1, 0.5, 2_000, 50, 2_000, 1, 1.0, 500, ("cached",)),
+}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--only", default=",".join(BENCHMARK_IDS), help="comma-separated, e.g. B1,B9")
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--duration", type=float, help="seconds per measured run (default by --size)")
+    parser.add_argument("--repeats", type=int, help="measured runs per figure; medians are reported")
+    parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--connections", type=int, default=32, help="B1 concurrent connections")
+    parser.add_argument("--batch-connections", type=int, default=8, help="B2 concurrent connections")
+    parser.add_argument(
+        "--quiet-load",
+        type=float,
+        default=0.0,
+        help="before each benchmark wait (at most --quiet-timeout s) for the 1-minute load average to drop "
+        "below this; 0 (default) does not wait",
+    )
+    parser.add_argument("--quiet-timeout", type=float, default=600.0)
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "out", help="logs, databases")
+    return parser.parse_args(argv)
+
+
+def wait_for_quiet(threshold: float, timeout: float) -> None:
+    """Other work on the machine skews every figure; give it a bounded chance to finish first."""
+    if threshold <= 0:
+        return
+    deadline = time.monotonic() + timeout
+    while os.getloadavg()[0] >= threshold and time.monotonic() < deadline:
+        time.sleep(5)
+    print(f"  load average {os.getloadavg()[0]:.2f}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Stopped from outside: unwind, so servers are stopped and throwaway databases dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    only = {name.strip().upper() for name in args.only.split(",") if name.strip()}
+    unknown = only - set(BENCHMARK_IDS)
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    size = SIZES[args.size]
+    seconds = args.duration or size.seconds
+    repeats = args.repeats or size.repeats
+    generator = pick_generator(args.generator)
+    backends = BACKENDS if args.backend == "both" else (args.backend,)
+    env = environment()
+    print(f"bench: {sorted(only)} on {', '.join(backends)} with {generator}; commit {env.commit}", flush=True)
+
+    b1: list[B1Result] = []
+    b2: list[B2Result] = []
+    skipped: dict[str, str] = {}
+    for backend in backends if only & {"B1", "B2"} else ():
+        if backend == "postgres" and not postgres_available():
+            skipped[backend] = "PostgreSQL is not reachable"
+            continue
+        with serving(backend, args.workdir) as server:
+            if "B1" in only:
+                print(f"B1 on {backend} …", flush=True)
+                wait_for_quiet(args.quiet_load, args.quiet_timeout)
+                b1.append(
+                    run_b1(
+                        server,
+                        generator=generator,
+                        connections=args.connections,
+                        seconds=seconds,
+                        repeats=repeats,
+                        max_requests=size.b1_max_requests,
+                        warmup_seconds=size.warmup_seconds,
+                    )
+                )
+                print(f"  {b1[-1].ingest_rps:,.0f} req/s, ratio {b1[-1].ratio:.3f}", flush=True)
+            if "B2" in only:
+                print(f"B2 on {backend} …", flush=True)
+                wait_for_quiet(args.quiet_load, args.quiet_timeout)
+                b2.append(
+                    run_b2(
+                        server,
+                        generator=generator,
+                        connections=args.batch_connections,
+                        seconds=seconds,
+                        repeats=repeats,
+                        max_requests=size.b2_max_requests,
+                        baseline_rows=size.baseline_rows,
+                    )
+                )
+    b9: B9Result | None = None
+    if "B9" in only:
+        print("B9 …", flush=True)
+        wait_for_quiet(args.quiet_load, args.quiet_timeout)
+        b9 = run_b9(
+            args.workdir,
+            generator=generator,
+            repeats=size.b9_repeats,
+            warmup_seconds=size.b9_warmup_seconds,
+            warmup_requests=size.b9_warmup_requests,
+            modes=size.b9_modes,
+        )
+
+    sections: dict[str, str] = {}
+    if "B1" in only:
+        sections["B1"] = render_b1(b1, env, skipped)
+    if "B2" in only:
+        sections["B2"] = render_b2(b2, env, skipped)
+    if b9 is not None:
+        sections["B9"] = render_b9(b9, env)
+    write_results(args.output, env, sections, summary(b1, b2, b9, env))
+    for text in sections.values():
+        print("\n" + text, flush=True)
+    print(f"\nwrote {args.output}")
+    committed = all(r.all_committed for r in b1) and all(s.all_committed for r in b2 for s in r.surfaces)
+    return 0 if committed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

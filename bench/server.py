@@ -1,0 +1,230 @@
+"""Running ``tidings serve`` for a benchmark: throwaway databases, a timed start, its memory, a workspace,
+and direct reads of the store to check that every acknowledged write was committed."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+from sqlalchemy import func, select
+
+from tidings.db import Database
+from tidings.db.migrate import upgrade
+from tidings.models import Event, Person
+from tidings.workspaces.service import create_workspace
+
+TIDINGS = Path(sys.executable).with_name("tidings")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TIDINGS_BENCH_POSTGRES_URL",
+    os.environ.get("TIDINGS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+)
+BACKENDS = ("sqlite", "postgres")
+READY_TIMEOUT_SECONDS = 60.0
+READY_POLL_SECONDS = 0.01
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def postgres_available() -> bool:
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+@contextmanager
+def throwaway_database(backend: str, workdir: Path) -> Iterator[str]:
+    """An empty database (not yet migrated) that is removed afterwards."""
+    if backend == "sqlite":
+        workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="tidings-bench-", dir=workdir.resolve()) as directory:
+            yield f"sqlite:///{Path(directory) / 'bench.db'}"
+        return
+    name = f"tidings_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass(frozen=True)
+class Workspace:
+    workspace_id: int
+    site_id: str
+    track_api_key: str
+    pipelines_write_key: str
+
+
+@dataclass
+class RunningServer:
+    backend: str
+    database_url: str
+    base_url: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    # Seconds from spawning the process to the first 200 from /healthz.
+    ready_seconds: float
+
+    def rss_bytes(self) -> int:
+        return process_tree_rss(self.process.pid)
+
+    def new_workspace(self) -> Workspace:
+        db = Database(self.database_url)
+        try:
+            created = db.run(
+                lambda s: create_workspace(s, f"bench-{secrets.token_hex(4)}", now=int(time.time()))
+            )
+        finally:
+            db.close()
+        return Workspace(
+            created.workspace_id, created.site_id, created.track_api_key, created.pipelines_write_key
+        )
+
+    def counts(self, workspace_id: int, *, identified_attribute: str | None = None) -> StoreCounts:
+        return store_counts(self.database_url, workspace_id, identified_attribute=identified_attribute)
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    people: int
+    events: int
+    # People carrying ``identified_attribute``: created or updated by an identify, not only by an event.
+    identified: int
+
+
+def store_counts(
+    database_url: str, workspace_id: int, *, identified_attribute: str | None = None
+) -> StoreCounts:
+    db = Database(database_url)
+    try:
+        with db.read_session() as session:
+            people = session.scalar(select(func.count()).where(Person.workspace_id == workspace_id)) or 0
+            events = session.scalar(select(func.count()).where(Event.workspace_id == workspace_id)) or 0
+            identified = 0
+            if identified_attribute is not None:
+                identified = (
+                    session.scalar(
+                        select(func.count()).where(
+                            Person.workspace_id == workspace_id,
+                            Person.attributes[identified_attribute].as_string().is_not(None),
+                        )
+                    )
+                    or 0
+                )
+    finally:
+        db.close()
+    return StoreCounts(people=people, events=events, identified=identified)
+
+
+def process_tree_rss(pid: int) -> int:
+    """Resident memory of a process and its descendants, in bytes (Linux /proc)."""
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            pending.extend(int(child) for child in task.read_text().split())
+    return total
+
+
+def start_server(
+    database_url: str,
+    backend: str,
+    logdir: Path,
+    *,
+    migrate_first: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> RunningServer:
+    """Spawn ``tidings serve`` and wait for its first 200 from /healthz.
+
+    With ``migrate_first`` the schema is created before the clock starts (as the benchmarks of request
+    handling want); without it, ``serve`` migrates the empty database itself, inside the timed start.
+    """
+    if migrate_first:
+        upgrade(database_url)
+    port = free_port()
+    logdir = logdir.resolve()
+    logdir.mkdir(parents=True, exist_ok=True)
+    log_path = logdir / f"serve-{backend}-{port}.log"
+    environment = {
+        **os.environ,
+        "TIDINGS_DATABASE_URL": database_url,
+        "TIDINGS_HOST": "127.0.0.1",
+        "TIDINGS_PORT": str(port),
+        **(env or {}),
+    }
+    base_url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [str(TIDINGS), "serve"], env=environment, stdout=log, stderr=subprocess.STDOUT, cwd=logdir
+        )
+    deadline = started + READY_TIMEOUT_SECONDS
+    with httpx.Client(timeout=1.0) as client:
+        while time.perf_counter() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"tidings serve exited early:\n{_tail(log_path)}")
+            try:
+                if client.get(f"{base_url}/healthz").status_code == 200:
+                    ready = time.perf_counter() - started
+                    return RunningServer(backend, database_url, base_url, port, process, log_path, ready)
+            except httpx.TransportError:
+                pass
+            time.sleep(READY_POLL_SECONDS)
+    process.kill()
+    process.wait()
+    raise RuntimeError(f"tidings serve was not ready in {READY_TIMEOUT_SECONDS:.0f} s")
+
+
+def _tail(path: Path, chars: int = 4000) -> str:
+    return path.read_text(errors="replace")[-chars:]
+
+
+def stop_server(server: RunningServer) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGINT)
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@contextmanager
+def serving(backend: str, workdir: Path, *, env: Mapping[str, str] | None = None) -> Iterator[RunningServer]:
+    """A migrated throwaway database and a server on it, both gone afterwards."""
+    with throwaway_database(backend, workdir) as url:
+        server = start_server(url, backend, workdir, env=env)
+        try:
+            yield server
+        finally:
+            stop_server(server)
