@@ -532,8 +532,8 @@ def test_invalid_fields_are_400_in_strict_mode(api: Api) -> None:
         ("track", {"userId": "v" * 151, "event": "e"}, "userId is longer than 150 bytes"),
         (
             "track",
-            {"userId": "v", "event": "e", "timestamp": "2100-01-01T00:00:00Z"},
-            "timestamp must be between 1901 and 2038",
+            {"userId": "v", "event": "e", "timestamp": "9999-01-01T00:00:00Z"},
+            "timestamp is out of range",
         ),
         ("identify", {"userId": "v", "traits": "plan"}, "traits must be an object"),
         (

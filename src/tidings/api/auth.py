@@ -6,6 +6,7 @@ table on every request; revocation elsewhere takes effect within that time.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import math
@@ -58,6 +59,7 @@ class Gatekeeper:
     cache_seconds: float
     _cache: dict[tuple[str, str, str], tuple[WorkspaceContext, float]] = field(default_factory=dict)
     _buckets: dict[tuple[int, str], _Bucket] = field(default_factory=dict)
+    _pending: dict[tuple[str, str, str], asyncio.Future[WorkspaceContext]] = field(default_factory=dict)
 
     async def verify(self, runtime: Runtime, kind: str, secret: str, site_id: str | None) -> WorkspaceContext:
         key = (kind, site_id or "", secret)
@@ -65,13 +67,23 @@ class Gatekeeper:
         hit = self._cache.get(key)
         if hit is not None and hit[1] > now:
             return hit[0]
-        ctx = await runtime.db.read(
-            lambda session: workspaces.authenticate(session, kind, secret, site_id=site_id)
+        # One lookup per key at a time: when a cached entry expires under load, the requests that
+        # arrive meanwhile wait for that lookup instead of each reading the credential table.
+        pending = self._pending.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        lookup = asyncio.ensure_future(
+            runtime.db.read(lambda session: workspaces.authenticate(session, kind, secret, site_id=site_id))
         )
+        self._pending[key] = lookup
+        try:
+            ctx = await lookup
+        finally:
+            self._pending.pop(key, None)
         if self.cache_seconds > 0:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[key] = (ctx, now + self.cache_seconds)
+            self._cache[key] = (ctx, time.monotonic() + self.cache_seconds)
         return ctx
 
     def throttle(self, ctx: WorkspaceContext, surface: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from sqlalchemy.orm import Session
 
+from tidings.db.isolation import apply_each
 from tidings.deliveries import service as deliveries
 from tidings.errors import InvalidInput, PayloadTooLarge, TidingsError
 from tidings.events import service as events
@@ -93,15 +94,9 @@ def prepare_batch(items: Sequence[Any], ws: WorkspaceContext, *, now: int) -> Pr
 
 
 def apply_batch(session: Session, operations: Sequence[tuple[int, Operation]]) -> list[ItemError]:
-    """Apply each operation in its own savepoint; a rejected one is rolled back and reported."""
-    errors = []
-    for index, operation in operations:
-        try:
-            with session.begin_nested():
-                operation(session)
-        except TidingsError as exc:
-            errors.append(ItemError(index, exc))
-    return errors
+    """Apply every operation; a rejected one is rolled back alone and reported."""
+    refused = apply_each(session, operations, lambda entry: entry[1](session))
+    return [ItemError(index, exc) for (index, _), exc in refused]
 
 
 # -- reading the envelope --------------------------------------------------------------------------

@@ -68,18 +68,20 @@ def check_event_data(data: dict[str, Any], limits: Limits, *, field_name: str = 
         )
 
 
+# Built once per dialect. RETURNING rather than rowcount: psycopg reports -1 for ON CONFLICT DO NOTHING.
+_INSERT_EVENT = {
+    is_postgres: insert(Event)
+    .on_conflict_do_nothing(index_elements=["workspace_id", "event_id"])
+    .returning(Event.id)
+    for is_postgres, insert in ((False, sqlite_insert), (True, pg_insert))
+}
+
+
 def _insert_event(session: Session, values: dict[str, Any]) -> bool:
     """Insert unless an event with the same id was seen (ULID dedup). True when inserted."""
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = (
-        insert(Event)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["workspace_id", "event_id"])
-        .returning(Event.id)
-    )
-    # RETURNING rather than rowcount: psycopg reports -1 for INSERT … ON CONFLICT DO NOTHING.
-    return session.execute(statement).scalar() is not None
+    connection = session.connection()
+    statement = _INSERT_EVENT[connection.dialect.name == "postgresql"]
+    return connection.execute(statement, values).scalar() is not None
 
 
 def track_person_event(

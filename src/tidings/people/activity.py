@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from tidings.ids import new_ulid
 from tidings.models import Activity
+
+_INSERT = insert(Activity)
 
 
 def record(
@@ -27,16 +30,18 @@ def record(
     delivery_id: str | None = None,
     delivery_type: str | None = None,
 ) -> None:
-    session.add(
-        Activity(
-            workspace_id=workspace_id,
-            person_id=person_id,
-            activity_id=new_ulid(),
-            type=type_,
-            name=name,
-            timestamp=now,
-            data=data or {},
-            delivery_id=delivery_id,
-            delivery_type=delivery_type,
-        )
+    # A Core insert: the log is append-only, so the ORM's unit of work would only add cost.
+    session.connection().execute(
+        _INSERT,
+        {
+            "workspace_id": workspace_id,
+            "person_id": person_id,
+            "activity_id": new_ulid(),
+            "type": type_,
+            "name": name,
+            "timestamp": now,
+            "data": data or {},
+            "delivery_id": delivery_id,
+            "delivery_type": delivery_type,
+        },
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from tidings.errors import InvalidInput, Suppressed
@@ -56,15 +56,24 @@ def identifier_from_object(obj: Any, *, field: str = "identifiers") -> Identifie
     return Identifier(key, value)
 
 
+# Built once: these run several times per ingested request, and constructing a statement costs more
+# than executing it.
+_FIND_PERSON = {
+    kind: select(Person).where(Person.workspace_id == bindparam("w"), column == bindparam("v")).limit(1)
+    for kind, column in (("id", Person.customer_id), ("email", Person.email_key), ("cio_id", Person.cio_id))
+}
+# A fixed number of slots (a call names at most three identifiers) keeps the statement cacheable;
+# an expanding IN would be compiled again on every execution.
+_SUPPRESSION_SLOTS = 3
+_SUPPRESSED = select(Suppression.identifier_type, Suppression.value).where(
+    Suppression.workspace_id == bindparam("w"),
+    Suppression.value.in_([bindparam(f"v{slot}") for slot in range(_SUPPRESSION_SLOTS)]),
+)
+
+
 def find_person(session: Session, workspace_id: int, ident: Identifier) -> Person | None:
-    query = select(Person).where(Person.workspace_id == workspace_id)
-    if ident.type == "id":
-        query = query.where(Person.customer_id == ident.value)
-    elif ident.type == "email":
-        query = query.where(Person.email_key == email_key(ident.value))
-    else:
-        query = query.where(Person.cio_id == ident.value)
-    return session.scalars(query).first()
+    value = email_key(ident.value) if ident.type == "email" else ident.value
+    return session.scalars(_FIND_PERSON[ident.type], {"w": workspace_id, "v": value}).first()
 
 
 def suppression_value(ident: Identifier) -> str:
@@ -72,16 +81,18 @@ def suppression_value(ident: Identifier) -> str:
 
 
 def suppressed_identifier(session: Session, workspace_id: int, idents: list[Identifier]) -> Identifier | None:
-    for ident in idents:
-        hit = session.scalar(
-            select(Suppression.id).where(
-                Suppression.workspace_id == workspace_id,
-                Suppression.identifier_type == ident.type,
-                Suppression.value == suppression_value(ident),
-            )
-        )
-        if hit is not None:
-            return ident
+    wanted: dict[tuple[str, str], Identifier] = {
+        (ident.type, suppression_value(ident)): ident for ident in idents
+    }
+    values = [value for _, value in wanted]
+    connection = session.connection()
+    for start in range(0, len(values), _SUPPRESSION_SLOTS):
+        chunk = values[start : start + _SUPPRESSION_SLOTS]
+        chunk += [chunk[0]] * (_SUPPRESSION_SLOTS - len(chunk))
+        params = {"w": workspace_id, **{f"v{slot}": value for slot, value in enumerate(chunk)}}
+        for kind, value in connection.execute(_SUPPRESSED, params):
+            if (kind, value) in wanted:
+                return wanted[(kind, value)]
     return None
 
 

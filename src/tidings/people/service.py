@@ -90,8 +90,15 @@ def as_unix(value: Any, field: str) -> int | None:
 
 
 def create_person(
-    session: Session, workspace_id: int, *, customer_id: str | None, email: str | None, now: int
+    session: Session,
+    workspace_id: int,
+    *,
+    customer_id: str | None,
+    email: str | None,
+    now: int,
+    flush: bool = True,
 ) -> Person:
+    """A new person. Without ``flush`` the INSERT waits, so that attributes set next go in with it."""
     person = Person(
         workspace_id=workspace_id,
         cio_id=new_cio_id(),
@@ -106,7 +113,8 @@ def create_person(
         subscription_preferences={},
     )
     session.add(person)
-    session.flush()
+    if flush:
+        session.flush()
     return person
 
 
@@ -183,6 +191,7 @@ def identify(
                 customer_id=ident.value if ident.type == "id" else None,
                 email=ident.value if ident.type == "email" else None,
                 now=created_at or now,
+                flush=False,
             )
             created = True
     conflicting = [other for other in others.values() if other.id != person.id]
@@ -222,6 +231,7 @@ def identify(
             changes["cio_subscription_preferences"] = {"from": person.subscription_preferences, "to": merged}
             person.subscription_preferences = merged
     if anonymous_id is not None:
+        session.flush()
         traits = anonymous.link(session, person, anonymous_id, now=now)
         for name, value in traits.items():
             if name not in SPECIAL_KEYS:
@@ -245,6 +255,7 @@ def identify(
         person.attribute_timestamps = stamps
         person.updated_at = now
     if created or changes:
+        session.flush()
         activity.record(
             session,
             ws.workspace_id,

@@ -17,8 +17,9 @@ from typing import Any
 import orjson
 from sqlalchemy.orm import Session
 
+from tidings.db.isolation import apply_each
 from tidings.deliveries import service as deliveries
-from tidings.errors import InvalidInput, TidingsError
+from tidings.errors import InvalidInput
 from tidings.events import service as events
 from tidings.events.service import EventInput
 from tidings.models import Person, PipelinesMessage
@@ -180,15 +181,11 @@ def split_batch(body: Any, limits: Limits) -> tuple[list[BatchItem], list[Droppe
 
 
 def apply_batch(session: Session, ws: WorkspaceContext, items: list[BatchItem], *, now: int) -> list[Dropped]:
-    """Apply each item in its own savepoint: an invalid item is dropped without losing the others."""
-    dropped: list[Dropped] = []
-    for item in items:
-        try:
-            with session.begin_nested():
-                apply(session, ws, item.message, call=item.call, now=now)
-        except TidingsError as exc:
-            dropped.append(Dropped(item.index, exc.message))
-    return dropped
+    """Apply every item: an invalid item is dropped without losing the others."""
+    refused = apply_each(
+        session, items, lambda item: apply(session, ws, item.message, call=item.call, now=now)
+    )
+    return [Dropped(item.index, exc.message) for item, exc in refused]
 
 
 # -- who a message is about --------------------------------------------------------------------------
