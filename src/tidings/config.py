@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = 2.0
     # Group commit: how many write units may share one transaction.
     write_batch_size: int = 256
+    # Writer threads per process (see tidings.db.database for why one is the default).
+    writer_threads: int = 1
     # Worker: how often it looks for due work, and how long a claimed job is leased.
     worker_poll_seconds: float = 1.0
     worker_lease_seconds: float = 60.0

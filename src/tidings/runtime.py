@@ -19,6 +19,10 @@ class Runtime:
     def from_settings(cls, settings: Settings) -> Runtime:
         return cls(
             settings=settings,
-            db=Database(settings.database_url, batch_size=settings.write_batch_size),
+            db=Database(
+                settings.database_url,
+                writers=settings.writer_threads,
+                batch_size=settings.write_batch_size,
+            ),
             clock=Clock(settings.clock_offset_seconds),
         )
