@@ -380,13 +380,25 @@ def test_group_creates_an_object_and_relates_the_person(api: Api) -> None:
 
 
 def test_group_from_an_anonymous_visitor(api: Api) -> None:
-    # Not linked yet: the object is still created or updated.
-    send(api, "group", {"anonymousId": "ga", "groupId": "solo", "traits": {"plan": "team"}})
+    # Not linked yet: the object is created or updated, and the relationship waits for identification.
+    send(
+        api,
+        "group",
+        {
+            "anonymousId": "ga",
+            "groupId": "solo",
+            "traits": {"plan": "team", "relationshipAttributes": {"r": "x"}},
+        },
+    )
     assert api.app.get("/v1/objects/1/solo/attributes").json()["object"]["attributes"] == {"plan": "team"}
     send(api, "identify", {"userId": "g2", "anonymousId": "ga"})
-    send(api, "group", {"anonymousId": "ga", "groupId": "solo"})
     related = api.app.get("/v1/customers/g2/relationships").json()["cio_relationships"]
-    assert [r["identifiers"]["object_id"] for r in related] == ["solo"]
+    assert [(r["identifiers"]["object_id"], r["relationship_attributes"]) for r in related] == [
+        ("solo", {"r": "x"})
+    ]
+    send(api, "group", {"anonymousId": "ga", "groupId": "solo2"})
+    related = api.app.get("/v1/customers/g2/relationships").json()["cio_relationships"]
+    assert [r["identifiers"]["object_id"] for r in related] == ["solo", "solo2"]
 
 
 # -- alias ---------------------------------------------------------------------------------------------

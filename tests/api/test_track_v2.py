@@ -328,6 +328,9 @@ def test_object_identify_anonymous_relates_the_linked_person(api: Api) -> None:
     rows = object_people(api, "3", "cart-7")
     assert [row["identifiers"]["id"] for row in rows] == ["visitor"]
     assert rows[0]["relationship_attributes"] == {"source": "cart"}
+    # The relationship for an anonymous id nobody has been identified with waits, and applies on identify.
+    accepted(api, person({"id": "latecomer"}, "identify", attributes={"anonymous_id": "anon-nobody"}))
+    assert [row["identifiers"]["object_id"] for row in person_relationships(api, "latecomer")] == ["cart-7"]
     bad = [{"identifiers": {"id": "visitor"}}]
     refused(
         send(api, obj("3", "cart-7", "identify_anonymous", cio_relationships=bad)),

@@ -293,8 +293,8 @@ def _upsert_and_relate(
 
 
 def _object_identify_anonymous(entity: dict[str, Any], ws: WorkspaceContext, now: int) -> Operation:
-    """Relationships go to the person an anonymous id is linked to. An anonymous id nobody has been
-    identified with yet has no one to relate to, so that relationship is not kept."""
+    """Relationships go to the person an anonymous id is linked to; for an anonymous id nobody has been
+    identified with yet, they wait on its profile and apply when someone is."""
     ref = object_ref(entity.get("identifiers"))
     attributes = _optional_object(entity, "attributes")
     links = _anonymous_links(entity.get("cio_relationships"))
@@ -305,11 +305,15 @@ def _object_identify_anonymous(entity: dict[str, Any], ws: WorkspaceContext, now
         if obj is None:
             return
         for link in links:
-            person_id = anonymous.linked_person_id(session, ws.workspace_id, link.anonymous_id)
-            if person_id is not None:
-                objects.relate(
-                    session, ws.workspace_id, person_id, obj, link.attributes, now=now, limits=limits
-                )
+            anonymous.relate_when_identified(
+                session,
+                ws.workspace_id,
+                link.anonymous_id,
+                obj,
+                dict(link.attributes or {}),
+                now=now,
+                limits=limits,
+            )
 
     return run
 

@@ -48,6 +48,8 @@ class AnonymousProfile(Base):
         ForeignKey("people.id", ondelete="CASCADE"), default=None, index=True
     )
     traits: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    # Relationships to objects declared before identification: [{"object_pk", "attributes"}].
+    pending_relationships: Mapped[list[dict[str, Any]]] = mapped_column(JsonDoc, default=list)
     created_at: Mapped[int]
     linked_at: Mapped[int | None] = mapped_column(default=None)
 

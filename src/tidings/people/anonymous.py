@@ -11,8 +11,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tidings.models import AnonymousProfile, Event, Person
+from tidings.models import AnonymousProfile, Event, Object, Person
+from tidings.objects import service as objects
 from tidings.people import activity
+from tidings.workspaces.limits import Limits
 
 TRIGGER_WINDOW_SECONDS = 72 * 3600
 DAY = 86400
@@ -26,7 +28,11 @@ def profile(session: Session, workspace_id: int, anonymous_id: str, *, now: int)
     ).first()
     if found is None:
         found = AnonymousProfile(
-            workspace_id=workspace_id, anonymous_id=anonymous_id, traits={}, created_at=now
+            workspace_id=workspace_id,
+            anonymous_id=anonymous_id,
+            traits={},
+            pending_relationships=[],
+            created_at=now,
         )
         session.add(found)
         session.flush()
@@ -48,10 +54,37 @@ def remember_traits(
     found.traits = {**(found.traits or {}), **traits}
 
 
+def relate_when_identified(
+    session: Session,
+    workspace_id: int,
+    anonymous_id: str,
+    obj: Object,
+    attributes: dict[str, Any] | None,
+    *,
+    now: int,
+    limits: Limits,
+) -> None:
+    """Relate ``obj`` to whoever is identified with ``anonymous_id`` — now if someone already is."""
+    person_id = linked_person_id(session, workspace_id, anonymous_id)
+    if person_id is not None:
+        objects.relate(session, workspace_id, person_id, obj, attributes, now=now, limits=limits)
+        return
+    found = profile(session, workspace_id, anonymous_id, now=now)
+    pending = [p for p in (found.pending_relationships or []) if p["object_pk"] != obj.id]
+    found.pending_relationships = [*pending, {"object_pk": obj.id, "attributes": attributes or {}}]
+
+
 def link(
-    session: Session, person: Person, anonymous_id: str, *, now: int, retention_days: int = 30
+    session: Session,
+    person: Person,
+    anonymous_id: str,
+    *,
+    now: int,
+    limits: Limits,
+    retention_days: int = 30,
 ) -> dict[str, Any]:
-    """Attach ``anonymous_id`` to ``person``; return the traits the anonymous visitor had."""
+    """Attach ``anonymous_id`` to ``person``: merge its recent events and apply the relationships it
+    declared. Return the traits the anonymous visitor had."""
     found = profile(session, person.workspace_id, anonymous_id, now=now)
     found.person_id = person.id
     found.linked_at = now
@@ -80,6 +113,19 @@ def link(
                 **(event.data or {}),
             },
         )
+    for pending_link in found.pending_relationships or []:
+        obj = session.get(Object, pending_link["object_pk"])
+        if obj is not None:
+            objects.relate(
+                session,
+                person.workspace_id,
+                person.id,
+                obj,
+                pending_link["attributes"],
+                now=now,
+                limits=limits,
+            )
+    found.pending_relationships = []
     session.flush()
     traits = dict(found.traits or {})
     found.traits = {}

@@ -232,7 +232,7 @@ def identify(
             person.subscription_preferences = merged
     if anonymous_id is not None:
         session.flush()
-        traits = anonymous.link(session, person, anonymous_id, now=now)
+        traits = anonymous.link(session, person, anonymous_id, now=now, limits=limits)
         for name, value in traits.items():
             if name not in SPECIAL_KEYS:
                 attrs.setdefault(name, value)

@@ -446,8 +446,15 @@ def _group(session: Session, ws: WorkspaceContext, message: Message, now: int) -
     ident = _known_person(session, ws, message)
     person = people.ensure_person(session, ws, ident, now=now) if ident is not None else None
     obj = objects.upsert_object(session, ws.workspace_id, ref, attributes, now=now, limits=limits)
-    if obj is not None and person is not None:
+    if obj is None:
+        return
+    if person is not None:
         objects.relate(session, ws.workspace_id, person.id, obj, relationship, now=now, limits=limits)
+    elif message.anonymous_id is not None:
+        # Nobody is identified with this visitor yet: the relationship applies when someone is.
+        anonymous.relate_when_identified(
+            session, ws.workspace_id, message.anonymous_id, obj, relationship, now=now, limits=limits
+        )
 
 
 def _alias(session: Session, ws: WorkspaceContext, message: Message, now: int) -> None:
