@@ -91,3 +91,33 @@ def test_openapi_document_and_docs_are_published(api: Api) -> None:
     identify = paths["/api/v1/customers/{identifier}"]["put"]
     assert "requestBody" in identify
     assert "<html" in api.app.get("/docs").text.lower()
+
+
+def test_keys_of_one_workspace_cannot_touch_another_on_any_surface(api: Api, other_api: Api) -> None:
+    other_api.track.put("/api/v1/customers/target", json={"owner": "other"})
+    # Track v2 with this workspace's keys writes only here, even for the same identifier.
+    entity = {
+        "type": "person",
+        "action": "identify",
+        "identifiers": {"id": "target"},
+        "attributes": {"owner": "me"},
+    }
+    assert api.track.post("/api/v2/entity", json=entity).status_code == 200
+    # Pipelines with this workspace's write key, likewise.
+    strict = {"X-Strict-Mode": "1"}
+    pipeline = {"userId": "target", "traits": {"via": "pipelines"}}
+    assert api.pipelines.post("/v1/identify", json=pipeline, headers=strict).status_code == 200
+    theirs = other_api.attributes("target").json()["customer"]["attributes"]
+    assert theirs["owner"] == "other"
+    assert "via" not in theirs
+    assert api.attributes("target").json()["customer"]["attributes"]["via"] == "pipelines"
+    # Deleting through one workspace leaves the other's person alone.
+    assert api.track.delete("/api/v1/customers/target").status_code == 200
+    assert other_api.attributes("target").status_code == 200
+    # A key of the other workspace paired with this site id is refused on every surface.
+    mixed = (api.creds.site_id, other_api.creds.track_api_key)
+    assert api.track.post("/api/v2/entity", json=entity, auth=mixed).status_code == 401
+    assert api.app.get("/v1/customers/target/attributes").status_code == 404
+    activities = other_api.activities("target")
+    assert all(a["customer_identifiers"]["id"] == "target" for a in activities)
+    assert not any(a["data"].get("changes", {}).get("owner", {}).get("to") == "me" for a in activities)
