@@ -140,8 +140,7 @@ class Database:
                 self._run_alone(batch[0])
             else:
                 self._run_isolated(batch)
-        for unit in batch:
-            self._resolve(unit)
+        self._resolve(batch)
 
     def _run_optimistic(self, batch: list[_Unit]) -> bool:
         """Run the whole batch in one transaction without savepoints: nearly every batch succeeds, and
@@ -203,13 +202,20 @@ class Database:
                 return
 
     @staticmethod
-    def _resolve(unit: _Unit) -> None:
-        def settle() -> None:
-            if unit.future.done():
-                return
-            if unit.error is not None:
-                unit.future.set_exception(unit.error)
-            else:
-                unit.future.set_result(unit.result)
+    def _resolve(batch: list[_Unit]) -> None:
+        """Answer every waiting request; one wake-up per event loop rather than one per unit."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Unit]] = {}
+        for unit in batch:
+            by_loop.setdefault(unit.loop, []).append(unit)
 
-        unit.loop.call_soon_threadsafe(settle)
+        def settle(units: list[_Unit]) -> None:
+            for unit in units:
+                if unit.future.done():
+                    continue
+                if unit.error is not None:
+                    unit.future.set_exception(unit.error)
+                else:
+                    unit.future.set_result(unit.result)
+
+        for loop, units in by_loop.items():
+            loop.call_soon_threadsafe(settle, units)
