@@ -94,8 +94,8 @@ def track_person_event(
     source: str = "track",
 ) -> bool:
     """Record an event for a person (creating them when the id or email is new)."""
-    person = people.ensure_person(session, ws, ident, now=now)
-    if person is None:
+    person_id = people.ensure_person_id(session, ws, ident, now=now)
+    if person_id is None:
         return False
     timestamp = event.timestamp if event.timestamp is not None else now
     event_id = event.event_id or new_ulid()
@@ -104,7 +104,7 @@ def track_person_event(
         {
             "workspace_id": ws.workspace_id,
             "event_id": event_id,
-            "person_id": person.id,
+            "person_id": person_id,
             "anonymous_id": None,
             "type": event.type,
             "name": event.name,
@@ -119,7 +119,7 @@ def track_person_event(
         activity.record(
             session,
             ws.workspace_id,
-            person.id,
+            person_id,
             event.type,
             now=timestamp,
             name=event.name,

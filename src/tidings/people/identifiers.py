@@ -71,6 +71,21 @@ _SUPPRESSED = select(Suppression.identifier_type, Suppression.value).where(
 )
 
 
+_FIND_PERSON_ID = {
+    kind: select(Person.id).where(Person.workspace_id == bindparam("w"), column == bindparam("v")).limit(1)
+    for kind, column in (("id", Person.customer_id), ("email", Person.email_key), ("cio_id", Person.cio_id))
+}
+
+
+def find_person_id(session: Session, workspace_id: int, ident: Identifier) -> int | None:
+    """The person's key alone, without loading the person (the event path needs nothing more)."""
+    value = email_key(ident.value) if ident.type == "email" else ident.value
+    found: int | None = (
+        session.connection().execute(_FIND_PERSON_ID[ident.type], {"w": workspace_id, "v": value}).scalar()
+    )
+    return found
+
+
 def find_person(session: Session, workspace_id: int, ident: Identifier) -> Person | None:
     value = email_key(ident.value) if ident.type == "email" else ident.value
     return session.scalars(_FIND_PERSON[ident.type], {"w": workspace_id, "v": value}).first()

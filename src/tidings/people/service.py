@@ -28,6 +28,7 @@ from tidings.people.identifiers import (
     Identifier,
     email_key,
     find_person,
+    find_person_id,
     identifiers_of,
     refuse_suppressed,
     suppression_value,
@@ -320,12 +321,25 @@ def _merge_preferences(current: dict[str, Any], update_: dict[str, Any]) -> dict
     return merged
 
 
+def ensure_person_id(session: Session, ws: WorkspaceContext, ident: Identifier, *, now: int) -> int | None:
+    """Like :func:`ensure_person`, but only the key: no person is loaded when one exists."""
+    refuse_suppressed(session, ws.workspace_id, [ident])
+    person_id = find_person_id(session, ws.workspace_id, ident)
+    if person_id is not None or ident.type == "cio_id":
+        return person_id
+    return _create_named(session, ws, ident, now=now).id
+
+
 def ensure_person(session: Session, ws: WorkspaceContext, ident: Identifier, *, now: int) -> Person | None:
     """The person named by ``ident``, created when an id or email is new (a cio_id must exist)."""
     refuse_suppressed(session, ws.workspace_id, [ident])
     person = find_person(session, ws.workspace_id, ident)
     if person is not None or ident.type == "cio_id":
         return person
+    return _create_named(session, ws, ident, now=now)
+
+
+def _create_named(session: Session, ws: WorkspaceContext, ident: Identifier, *, now: int) -> Person:
     check_identifier(ident.value, ws.settings.limits, field_name="identifier")
     person = create_person(
         session,
