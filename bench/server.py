@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,10 @@ from pathlib import Path
 import httpx
 import psycopg
 from sqlalchemy import func, select
+
+# The test harness already knows how to find a free port and reach PostgreSQL; the benchmarks share it.
+from tests.harness import free_port
+from tests.harness import postgres_available as postgres_reachable
 
 from tidings.db import Database
 from tidings.db.migrate import upgrade
@@ -35,19 +38,8 @@ READY_TIMEOUT_SECONDS = 60.0
 READY_POLL_SECONDS = 0.01
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def postgres_available() -> bool:
-    try:
-        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3):
-            return True
-    except psycopg.Error:
-        return False
+    return postgres_reachable(POSTGRES_ADMIN_URL)
 
 
 @contextmanager

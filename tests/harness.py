@@ -37,9 +37,9 @@ def free_port() -> int:
         return port
 
 
-def postgres_available() -> bool:
+def postgres_available(admin_url: str = POSTGRES_ADMIN_URL) -> bool:
     try:
-        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3):
+        with psycopg.connect(admin_url, connect_timeout=3):
             return True
     except psycopg.Error:
         return False
