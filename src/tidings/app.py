@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from tidings import __version__
 from tidings.api import app_v1, pipelines, track_v1, track_v2, unsubscribe
@@ -32,6 +33,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         docs_url="/docs",
         openapi_url="/openapi.json",
         lifespan=lifespan,
+        telemetry=_telemetry(runtime.settings.opentelemetry),
     )
     app.state.runtime = runtime
     app.state.gatekeeper = Gatekeeper(cache_seconds=runtime.settings.auth_cache_seconds)
@@ -47,3 +49,9 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
 
     app.add_middleware(EncodedSlashMiddleware)
     return app
+
+
+def _telemetry(enabled: bool) -> TelemetryConfig:
+    """FastAPI's native OpenTelemetry instrumentation; when enabled, providers and exporters are configured
+    the standard OpenTelemetry way (``OTEL_*`` variables, ``FASTAPI_OTEL_AUTO_CONFIGURE``)."""
+    return {"tracing": enabled, "metrics": enabled, "logs": enabled, "operation_spans": enabled}

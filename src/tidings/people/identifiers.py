@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from tidings.errors import InvalidInput, Suppressed
@@ -91,6 +91,46 @@ def find_person(session: Session, workspace_id: int, ident: Identifier) -> Perso
     return session.scalars(_FIND_PERSON[ident.type], {"w": workspace_id, "v": value}).first()
 
 
+# One slot per identifier type; an absent one is bound to NULL, which matches nothing.
+_FIND_PEOPLE = select(Person).where(
+    Person.workspace_id == bindparam("w"),
+    or_(
+        Person.customer_id == bindparam("id"),
+        Person.email_key == bindparam("email"),
+        Person.cio_id == bindparam("cio_id"),
+    ),
+)
+
+
+def find_people(session: Session, workspace_id: int, idents: list[Identifier]) -> dict[Identifier, Person]:
+    """Everyone named by ``idents``, keyed by the identifier that found them; identifiers naming nobody
+    are absent. One query for the first identifier of each type (the common case is all of them)."""
+    params: dict[str, Any] = {"w": workspace_id, "id": None, "email": None, "cio_id": None}
+    rest: list[Identifier] = []
+    for ident in idents:
+        if params[ident.type] is None:
+            params[ident.type] = suppression_value(ident)
+        else:
+            rest.append(ident)
+    found: dict[Identifier, Person] = {}
+    for person in session.scalars(_FIND_PEOPLE, params):
+        for ident in idents:
+            if _names(person, ident):
+                found[ident] = person
+    for ident in rest:
+        if ident not in found and (person := find_person(session, workspace_id, ident)) is not None:
+            found[ident] = person
+    return found
+
+
+def _names(person: Person, ident: Identifier) -> bool:
+    if ident.type == "id":
+        return person.customer_id == ident.value
+    if ident.type == "email":
+        return person.email_key == email_key(ident.value)
+    return person.cio_id == ident.value
+
+
 def suppression_value(ident: Identifier) -> str:
     return email_key(ident.value) if ident.type == "email" else ident.value
 
@@ -112,6 +152,11 @@ def suppressed_identifier(session: Session, workspace_id: int, idents: list[Iden
 
 
 def refuse_suppressed(session: Session, workspace_id: int, idents: list[Identifier]) -> None:
+    """Refuse data for a suppressed identifier. Callers only ask about identifiers that name nobody yet:
+    suppressing deletes the person holding the identifiers, and every way of giving a person an
+    identifier passes through here, so an identifier a live person holds is never suppressed."""
+    if not idents:
+        return
     hit = suppressed_identifier(session, workspace_id, idents)
     if hit is not None:
         raise Suppressed(f"{hit} is suppressed; unsuppress it before sending data for it")

@@ -27,6 +27,7 @@ from tidings.people.attributes import apply_attributes, check_attributes, check_
 from tidings.people.identifiers import (
     Identifier,
     email_key,
+    find_people,
     find_person,
     find_person_id,
     identifiers_of,
@@ -158,14 +159,10 @@ def identify(
     body_idents = [Identifier("id", new_id)] if new_id and ident.type != "id" else []
     if new_email and (ident.type != "email" or email_key(new_email) != email_key(ident.value)):
         body_idents.append(Identifier("email", new_email))
-    refuse_suppressed(session, ws.workspace_id, [ident, *body_idents])
-
-    person = find_person(session, ws.workspace_id, ident)
-    others = {
-        other.id: other
-        for other in (find_person(session, ws.workspace_id, i) for i in body_idents)
-        if other is not None
-    }
+    found = find_people(session, ws.workspace_id, [ident, *body_idents])
+    refuse_suppressed(session, ws.workspace_id, [i for i in (ident, *body_idents) if i not in found])
+    person = found.get(ident)
+    others = {found[i].id: found[i] for i in body_idents if i in found}
     created = False
     if person is None:
         if ident.type == "cio_id":
@@ -323,19 +320,23 @@ def _merge_preferences(current: dict[str, Any], update_: dict[str, Any]) -> dict
 
 def ensure_person_id(session: Session, ws: WorkspaceContext, ident: Identifier, *, now: int) -> int | None:
     """Like :func:`ensure_person`, but only the key: no person is loaded when one exists."""
-    refuse_suppressed(session, ws.workspace_id, [ident])
     person_id = find_person_id(session, ws.workspace_id, ident)
-    if person_id is not None or ident.type == "cio_id":
+    if person_id is not None:
         return person_id
+    refuse_suppressed(session, ws.workspace_id, [ident])
+    if ident.type == "cio_id":
+        return None
     return _create_named(session, ws, ident, now=now).id
 
 
 def ensure_person(session: Session, ws: WorkspaceContext, ident: Identifier, *, now: int) -> Person | None:
     """The person named by ``ident``, created when an id or email is new (a cio_id must exist)."""
-    refuse_suppressed(session, ws.workspace_id, [ident])
     person = find_person(session, ws.workspace_id, ident)
-    if person is not None or ident.type == "cio_id":
+    if person is not None:
         return person
+    refuse_suppressed(session, ws.workspace_id, [ident])
+    if ident.type == "cio_id":
+        return None
     return _create_named(session, ws, ident, now=now)
 
 
