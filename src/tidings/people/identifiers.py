@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from tidings.errors import InvalidInput, Suppressed
@@ -56,11 +56,13 @@ def identifier_from_object(obj: Any, *, field: str = "identifiers") -> Identifie
     return Identifier(key, value)
 
 
+_COLUMNS = {"id": Person.customer_id, "email": Person.email_key, "cio_id": Person.cio_id}
+
 # Built once: these run several times per ingested request, and constructing a statement costs more
 # than executing it.
 _FIND_PERSON = {
     kind: select(Person).where(Person.workspace_id == bindparam("w"), column == bindparam("v")).limit(1)
-    for kind, column in (("id", Person.customer_id), ("email", Person.email_key), ("cio_id", Person.cio_id))
+    for kind, column in _COLUMNS.items()
 }
 # A fixed number of slots (a call names at most three identifiers) keeps the statement cacheable;
 # an expanding IN would be compiled again on every execution.
@@ -73,7 +75,7 @@ _SUPPRESSED = select(Suppression.identifier_type, Suppression.value).where(
 
 _FIND_PERSON_ID = {
     kind: select(Person.id).where(Person.workspace_id == bindparam("w"), column == bindparam("v")).limit(1)
-    for kind, column in (("id", Person.customer_id), ("email", Person.email_key), ("cio_id", Person.cio_id))
+    for kind, column in _COLUMNS.items()
 }
 
 
@@ -91,14 +93,14 @@ def find_person(session: Session, workspace_id: int, ident: Identifier) -> Perso
     return session.scalars(_FIND_PERSON[ident.type], {"w": workspace_id, "v": value}).first()
 
 
-# One slot per identifier type; an absent one is bound to NULL, which matches nothing.
+# One slot per identifier type; an absent one is bound to NULL, which matches nothing. The workspace is
+# repeated inside each branch on purpose: SQLite plans ``w AND (a OR b OR c)`` as a scan of the whole
+# workspace, but ``(w AND a) OR (w AND b) OR …`` as one index search per branch.
 _FIND_PEOPLE = select(Person).where(
-    Person.workspace_id == bindparam("w"),
     or_(
-        Person.customer_id == bindparam("id"),
-        Person.email_key == bindparam("email"),
-        Person.cio_id == bindparam("cio_id"),
-    ),
+        and_(Person.workspace_id == bindparam("w"), column == bindparam(kind))
+        for kind, column in _COLUMNS.items()
+    )
 )
 
 
