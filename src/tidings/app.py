@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
 from tidings import __version__
-from tidings.api import app_v1, pipelines, track_v1, track_v2, unsubscribe
+from tidings.api import app_v1, clock_control, pipelines, track_v1, track_v2, unsubscribe
 from tidings.api.auth import Gatekeeper
 from tidings.api.paths import EncodedSlashMiddleware
 from tidings.api.surfaces import json_response
@@ -47,6 +47,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     async def healthz() -> object:
         return json_response({"status": "ok"})
 
+    if runtime.settings.clock_control:
+        app.include_router(clock_control.router)
     app.add_middleware(EncodedSlashMiddleware)
     return app
 

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     opentelemetry: bool = False
     # Shifts the clock (seconds); tests use it to move time without sleeping.
     clock_offset_seconds: float = 0.0
+    # Test and demo aid: expose POST /_tidings/clock to move this process's clock forward. Never in
+    # production: anyone who can reach it can make every time window pass.
+    clock_control: bool = False
 
     @property
     def base_url(self) -> str:

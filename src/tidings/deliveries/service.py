@@ -12,6 +12,7 @@ from tidings.errors import InvalidInput
 from tidings.models import Delivery, DeliveryMetricReport, Person
 from tidings.people import activity
 from tidings.people.service import as_unix
+from tidings.segments import realtime
 
 # Metrics Customer.io accepts on ``/api/v1/metrics``, across channels.
 METRICS = frozenset(
@@ -69,9 +70,11 @@ def report_metric(session: Session, workspace_id: int | None, body: Any, *, now:
     metric = body.get("metric")
     if metric not in METRICS:
         raise InvalidInput(f"metric must be one of {', '.join(sorted(METRICS))}", field="metric")
+    owner = _workspace_of(session, workspace_id, delivery_id)
+    _touch_recipient(session, owner, delivery_id, now=now)
     session.add(
         DeliveryMetricReport(
-            workspace_id=_workspace_of(session, workspace_id, delivery_id),
+            workspace_id=owner,
             delivery_id=delivery_id,
             metric=metric,
             timestamp=as_unix(body.get("timestamp"), "timestamp") or now,
@@ -84,6 +87,15 @@ def report_metric(session: Session, workspace_id: int | None, body: Any, *, now:
     )
 
 
+def _touch_recipient(session: Session, workspace_id: int, delivery_id: str, *, now: int) -> None:
+    """Segments on message activity re-evaluate the delivery's person (when the delivery is known)."""
+    person_id = session.scalar(
+        select(Delivery.person_id).where(Delivery.id == delivery_id, Delivery.workspace_id == workspace_id)
+    )
+    if person_id is not None:
+        realtime.touched(session, workspace_id, [person_id], ["message"], now=now)
+
+
 def report_push_event(session: Session, workspace_id: int | None, body: Any, *, now: int) -> None:
     if not isinstance(body, dict):
         raise InvalidInput("body must be a JSON object")
@@ -91,9 +103,11 @@ def report_push_event(session: Session, workspace_id: int | None, body: Any, *, 
     event = body.get("event")
     if event not in PUSH_EVENTS:
         raise InvalidInput("event must be opened, converted or delivered", field="event")
+    owner = _workspace_of(session, workspace_id, delivery_id)
+    _touch_recipient(session, owner, delivery_id, now=now)
     session.add(
         DeliveryMetricReport(
-            workspace_id=_workspace_of(session, workspace_id, delivery_id),
+            workspace_id=owner,
             delivery_id=delivery_id,
             metric=event,
             timestamp=as_unix(body.get("timestamp"), "timestamp") or now,
@@ -142,6 +156,9 @@ def unsubscribe(session: Session, delivery_id: str, body: Any, *, now: int) -> N
             data={"delivery_id": delivery_id},
             delivery_id=delivery_id,
             delivery_type=delivery.channel,
+        )
+        realtime.touched(
+            session, delivery.workspace_id, [person.id], ["attr:unsubscribed", "message"], now=now
         )
     session.flush()
 

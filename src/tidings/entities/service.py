@@ -188,7 +188,7 @@ def _person_identify(entity: dict[str, Any], ws: WorkspaceContext, now: int) -> 
 
 def _person_delete(entity: dict[str, Any], ws: WorkspaceContext, now: int) -> Operation:
     ident = person_identifier(entity.get("identifiers"))
-    return lambda session: people.delete_person(session, ws, ident)
+    return lambda session: people.delete_person(session, ws, ident, now=now)
 
 
 def _person_event(entity: dict[str, Any], ws: WorkspaceContext, now: int) -> Operation:
@@ -320,7 +320,7 @@ def _object_identify_anonymous(entity: dict[str, Any], ws: WorkspaceContext, now
 
 def _object_delete(entity: dict[str, Any], ws: WorkspaceContext, now: int) -> Operation:
     ref = object_ref(entity.get("identifiers"))
-    return lambda session: objects.delete_object(session, ws.workspace_id, ref)
+    return lambda session: objects.delete_object(session, ws.workspace_id, ref, now=now)
 
 
 def _object_add_relationships(entity: dict[str, Any], ws: WorkspaceContext, now: int) -> Operation:

@@ -18,6 +18,7 @@ from tidings.people import activity, anonymous
 from tidings.people import service as people
 from tidings.people.attributes import byte_len, check_identifier
 from tidings.people.identifiers import Identifier
+from tidings.segments import realtime
 from tidings.workspaces.limits import Limits
 from tidings.workspaces.schemas import WorkspaceContext
 
@@ -125,7 +126,13 @@ def track_person_event(
             name=event.name,
             data={"event_id": event_id, **event.data},
         )
+        realtime.touched(session, ws.workspace_id, [person_id], [event_key(event)], now=now)
     return inserted
+
+
+def event_key(event: EventInput) -> str:
+    """The dependency key segments looking at this event listen on (see tidings.segments.conditions)."""
+    return f"event:{event.type}:{event.name}"
 
 
 def track_anonymous_event(
@@ -173,6 +180,7 @@ def track_anonymous_event(
             name=event.name,
             data={"event_id": event_id, "anonymous_id": anonymous_id, **event.data},
         )
+        realtime.touched(session, ws.workspace_id, [person_id], [event_key(event)], now=now)
     return inserted
 
 

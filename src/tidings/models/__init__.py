@@ -6,7 +6,7 @@ from tidings.models.event import Event, Form, PipelinesMessage
 from tidings.models.job import Job
 from tidings.models.object import Object, ObjectType, Relationship
 from tidings.models.person import Activity, AnonymousProfile, Device, Person, Suppression
-from tidings.models.segment import Segment, SegmentMembership
+from tidings.models.segment import Segment, SegmentMembership, SegmentTimer, SegmentTransition
 from tidings.models.workspace import Account, Credential, Workspace
 
 __all__ = [
@@ -28,6 +28,8 @@ __all__ = [
     "Relationship",
     "Segment",
     "SegmentMembership",
+    "SegmentTimer",
+    "SegmentTransition",
     "Suppression",
     "Workspace",
 ]

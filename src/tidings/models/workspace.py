@@ -27,6 +27,9 @@ class Workspace(Base):
     site_id: Mapped[str] = mapped_column(Text(), unique=True)
     # Per-workspace overrides of limits and rate limits (see tidings.workspaces.limits).
     settings: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    # Bumped whenever a segment is created, changed or deleted: processes cache the compiled segment
+    # definitions per workspace and reload them when this moves.
+    segments_version: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[int]
 
 

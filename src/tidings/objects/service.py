@@ -19,6 +19,7 @@ from tidings.people.attributes import (
     check_identifier,
     value_size,
 )
+from tidings.segments import realtime
 from tidings.workspaces.limits import Limits
 
 
@@ -122,13 +123,24 @@ def upsert_object(
     if changes or obj.id is None:
         obj.attributes, obj.attribute_timestamps, obj.updated_at = new_attrs, stamps, now
     session.flush()
+    if changes.changed:
+        _touch_related(session, workspace_id, obj, now=now)
     return obj
 
 
-def delete_object(session: Session, workspace_id: int, ref: ObjectRef) -> bool:
+def _touch_related(session: Session, workspace_id: int, obj: Object, *, now: int) -> None:
+    """People related to an object whose attributes changed (or that goes) are re-evaluated for the
+    segments that look at objects of its type."""
+    related = session.scalars(select(Relationship.person_id).where(Relationship.object_pk == obj.id)).all()
+    if related:
+        realtime.touched(session, workspace_id, related, [f"object:{obj.type_id}"], now=now)
+
+
+def delete_object(session: Session, workspace_id: int, ref: ObjectRef, *, now: int) -> bool:
     obj = find_object(session, workspace_id, ref)
     if obj is None:
         return False
+    _touch_related(session, workspace_id, obj, now=now)
     session.execute(delete(Relationship).where(Relationship.object_pk == obj.id))
     session.delete(obj)
     session.flush()
@@ -174,6 +186,7 @@ def relate(
     existing.attributes = merged
     existing.updated_at = now
     session.flush()
+    realtime.touched(session, workspace_id, [person_id], [f"object:{obj.type_id}"], now=now)
 
 
 def unrelate(session: Session, workspace_id: int, person_id: int, obj: Object, *, now: int) -> None:
@@ -189,6 +202,7 @@ def unrelate(session: Session, workspace_id: int, person_id: int, obj: Object, *
             now=now,
             data={"object_type_id": obj.type_id, "object_id": obj.object_id},
         )
+        realtime.touched(session, workspace_id, [person_id], [f"object:{obj.type_id}"], now=now)
 
 
 @dataclass(frozen=True)

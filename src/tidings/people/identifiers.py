@@ -98,8 +98,10 @@ def find_person(session: Session, workspace_id: int, ident: Identifier) -> Perso
 # workspace, but ``(w AND a) OR (w AND b) OR …`` as one index search per branch.
 _FIND_PEOPLE = select(Person).where(
     or_(
-        and_(Person.workspace_id == bindparam("w"), column == bindparam(kind))
-        for kind, column in _COLUMNS.items()
+        *[
+            and_(Person.workspace_id == bindparam("w"), column == bindparam(kind))
+            for kind, column in _COLUMNS.items()
+        ]
     )
 )
 
@@ -120,8 +122,8 @@ def find_people(session: Session, workspace_id: int, idents: list[Identifier]) -
             if _names(person, ident):
                 found[ident] = person
     for ident in rest:
-        if ident not in found and (person := find_person(session, workspace_id, ident)) is not None:
-            found[ident] = person
+        if ident not in found and (other := find_person(session, workspace_id, ident)) is not None:
+            found[ident] = other
     return found
 
 

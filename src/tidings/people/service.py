@@ -18,6 +18,7 @@ from tidings.models import (
     Event,
     Person,
     Relationship,
+    Segment,
     SegmentMembership,
     Suppression,
 )
@@ -34,6 +35,7 @@ from tidings.people.identifiers import (
     refuse_suppressed,
     suppression_value,
 )
+from tidings.segments import realtime
 from tidings.workspaces.schemas import WorkspaceContext
 
 # Keys of an identify body that are not plain custom attributes.
@@ -263,6 +265,14 @@ def identify(
             data={"created": created, "changes": changes},
         )
     session.flush()
+    keys = [f"attr:{name}" for name in changes]
+    if created:
+        keys.extend(realtime.CREATED_KEYS)
+    if anonymous_id is not None:
+        # The anonymous id's earlier events, now the person's, may match anything.
+        keys.append(realtime.EVERYTHING)
+    if keys:
+        realtime.touched(session, ws.workspace_id, [person.id], keys, now=now)
     if relationships is not None:
         objects.apply_person_relationships(
             session,
@@ -357,18 +367,20 @@ def _create_named(session: Session, ws: WorkspaceContext, ident: Identifier, *, 
         now=now,
         data={"created": True, "changes": {}},
     )
+    realtime.touched(session, ws.workspace_id, [person.id], realtime.CREATED_KEYS, now=now)
     return person
 
 
-def delete_person(session: Session, ws: WorkspaceContext, ident: Identifier) -> bool:
+def delete_person(session: Session, ws: WorkspaceContext, ident: Identifier, *, now: int) -> bool:
     person = find_person(session, ws.workspace_id, ident)
     if person is None:
         return False
-    _erase(session, person)
+    _erase(session, person, now=now)
     return True
 
 
-def _erase(session: Session, person: Person) -> None:
+def _erase(session: Session, person: Person, *, now: int) -> None:
+    realtime.leaving(session, person.workspace_id, person.id, now=now)
     # Explicit deletes keep this correct even where a connection forgot to enable SQLite foreign keys.
     for table in (Event, Activity, Device, Relationship, SegmentMembership, AnonymousProfile):
         session.execute(delete(table).where(table.person_id == person.id))
@@ -386,7 +398,7 @@ def suppress(session: Session, ws: WorkspaceContext, ident: Identifier, *, now: 
             for kind, value in identifiers_of(person).items()
             if value
         ]
-        _erase(session, person)
+        _erase(session, person, now=now)
     group = new_ulid()
     for item in idents:
         value = suppression_value(item)
@@ -509,6 +521,7 @@ def add_device(
         data={"token": device.token, "platform": device.platform, "attributes": device.attributes},
     )
     session.flush()
+    realtime.touched(session, ws.workspace_id, [person.id], ["device"], now=now)
 
 
 def delete_device(session: Session, ws: WorkspaceContext, ident: Identifier, token: str, *, now: int) -> None:
@@ -522,6 +535,7 @@ def delete_device(session: Session, ws: WorkspaceContext, ident: Identifier, tok
     )
     if getattr(result, "rowcount", 0):
         activity.record(session, ws.workspace_id, person.id, "device_deleted", now=now, data={"token": token})
+        realtime.touched(session, ws.workspace_id, [person.id], ["device"], now=now)
 
 
 # -- merge -----------------------------------------------------------------------------------------
@@ -568,8 +582,11 @@ def merge(
         .where(Event.person_id == secondary.id, Event.timestamp >= now - 30 * DAY)
         .values(person_id=primary.id, can_trigger=False)
     )
+    # Manual memberships move; data-driven ones follow from re-evaluating the merged person.
     for membership in session.scalars(
-        select(SegmentMembership).where(SegmentMembership.person_id == secondary.id)
+        select(SegmentMembership)
+        .join(Segment, Segment.id == SegmentMembership.segment_id)
+        .where(SegmentMembership.person_id == secondary.id, Segment.type == "manual")
     ).all():
         if session.get(SegmentMembership, (membership.segment_id, primary.id)) is None:
             session.add(
@@ -579,6 +596,9 @@ def merge(
                     workspace_id=ws.workspace_id,
                     added_at=now,
                 )
+            )
+            realtime.record_manual(
+                session, ws.workspace_id, membership.segment_id, [primary.id], entered=True, now=now
             )
     session.execute(update(Device).where(Device.person_id == secondary.id).values(person_id=primary.id))
     session.execute(
@@ -604,7 +624,8 @@ def merge(
         data={"secondary": {"id": customer_id, "email": email, "cio_id": secondary.cio_id}},
     )
     session.flush()
-    _erase(session, secondary)
+    _erase(session, secondary, now=now)
+    realtime.touched(session, ws.workspace_id, [primary.id], [realtime.EVERYTHING], now=now)
     return True
 
 

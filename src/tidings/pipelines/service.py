@@ -337,8 +337,8 @@ def _record(session: Session, ws: WorkspaceContext, message: Message, event: Eve
 # -- semantic events ------------------------------------------------------------------------------------
 
 
-def _user_deleted(session: Session, ws: WorkspaceContext, message: Message, _now: int) -> None:
-    people.delete_person(session, ws, _required_person(session, ws, message))
+def _user_deleted(session: Session, ws: WorkspaceContext, message: Message, now: int) -> None:
+    people.delete_person(session, ws, _required_person(session, ws, message), now=now)
 
 
 def _user_suppressed(session: Session, ws: WorkspaceContext, message: Message, now: int) -> None:
@@ -411,8 +411,8 @@ def _relationship_deleted(session: Session, ws: WorkspaceContext, message: Messa
         objects.unrelate(session, ws.workspace_id, person.id, obj, now=now)
 
 
-def _object_deleted(session: Session, ws: WorkspaceContext, message: Message, _now: int) -> None:
-    objects.delete_object(session, ws.workspace_id, _properties_object_ref(message))
+def _object_deleted(session: Session, ws: WorkspaceContext, message: Message, now: int) -> None:
+    objects.delete_object(session, ws.workspace_id, _properties_object_ref(message), now=now)
 
 
 def _report_delivery(session: Session, ws: WorkspaceContext, message: Message, now: int) -> None:

@@ -9,6 +9,7 @@ import socket
 import threading
 
 from tidings.runtime import Runtime
+from tidings.segments import jobs as segment_jobs
 from tidings.worker import queue
 from tidings.worker.tasks import HANDLERS, PERIODIC
 
@@ -35,7 +36,7 @@ class Worker:
                 )
 
     def run_once(self) -> int:
-        """Claim and run the jobs due now; return how many ran."""
+        """Claim and run the jobs due now, then the segment timers due now; return how many ran."""
         settings = self.runtime.settings
         now = self.runtime.clock.now()
         with self.runtime.db.session() as session:
@@ -44,7 +45,9 @@ class Worker:
             )
         for job in jobs:
             self._run(job)
-        return len(jobs)
+        with self.runtime.db.session() as session:
+            timers = segment_jobs.run_due_timers(session, int(self.runtime.clock.now()))
+        return len(jobs) + timers
 
     def _run(self, job: queue.ClaimedJob) -> None:
         handler = HANDLERS.get(job.kind)

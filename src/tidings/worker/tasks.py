@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from tidings.config import Settings
 from tidings.models import Event, PipelinesMessage
+from tidings.segments import jobs as segment_jobs
 
 DAY = 86400
 Handler = Callable[[Session, dict[str, Any], float, Settings], None]
@@ -39,6 +40,7 @@ def purge_unlinked_anonymous_events(
 HANDLERS: dict[str, Handler] = {
     "purge_pipelines_messages": purge_pipelines_messages,
     "purge_unlinked_anonymous_events": purge_unlinked_anonymous_events,
+    segment_jobs.BUILD_JOB: segment_jobs.build_step,
 }
 
 

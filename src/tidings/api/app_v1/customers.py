@@ -17,6 +17,9 @@ from tidings.api.paths import path_value
 from tidings.api.surfaces import AppRoute, json_response
 from tidings.errors import InvalidInput
 from tidings.people import queries
+from tidings.segments import search
+from tidings.segments import service as segments
+from tidings.segments.search import MAX_SEARCH_PAGE
 
 router = APIRouter(prefix="/v1/customers", route_class=AppRoute, tags=["App API: customers"])
 
@@ -25,6 +28,39 @@ router = APIRouter(prefix="/v1/customers", route_class=AppRoute, tags=["App API:
 async def by_email(request: Request, ws: Workspace, email: Annotated[str, Query()]) -> Response:
     rows = await runtime_of(request).db.read(lambda s: queries.find_by_email(s, ws.workspace_id, email))
     return json_response({"results": rows})
+
+
+@router.post(
+    "",
+    summary="Search people with a filter (Customer.io's grammar plus Tidings' segment conditions)",
+    openapi_extra=docs.json_body(
+        docs.obj({"filter": {"type": "object", "description": "docs/segments.md"}}, ["filter"])
+    ),
+)
+async def search_people(
+    request: Request,
+    ws: Workspace,
+    start: Start = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_SEARCH_PAGE)] = 50,
+) -> Response:
+    runtime = runtime_of(request)
+    body = await read_object(request, MAX_BODY)
+    now = runtime.clock.now_int()
+    page = await runtime.db.read(
+        lambda s: search.search(s, ws.workspace_id, body, start=start, limit=limit, now=now)
+    )
+    return json_response(page)
+
+
+@router.get("/{identifier}/segments", summary="The segments a person is in")
+async def person_segments(
+    identifier: str, request: Request, ws: Workspace, id_type: IdType = "id"
+) -> Response:
+    def load(session: Session) -> dict[str, Any]:
+        person = queries.lookup(session, ws.workspace_id, path_value(identifier), id_type)
+        return {"segments": segments.person_segments(session, ws.workspace_id, person.id)}
+
+    return json_response(await runtime_of(request).db.read(load))
 
 
 @router.get("/{identifier}/attributes", summary="A person's attributes, identifiers and devices")

@@ -1,0 +1,473 @@
+"""Real-time membership: every change re-evaluates, in its own transaction, only the segments it can affect
+and only for the people it touches.
+
+Ingestion services say what they touched (:func:`touched`: people and dependency keys such as
+``attr:plan``, ``event:event:purchase``, ``device``, ``object:1``, ``segment:7``, or ``*`` for everything).
+Nothing is evaluated then: the keys collect on the session, and just before the transaction commits
+(SQLAlchemy's ``before_commit``) one pass evaluates each affected segment for all the people a group
+commit touched, in one query per segment — the same SQL a bulk build runs, restricted to those people. The
+pass follows segment dependencies in order, so a change of membership in one segment re-evaluates the
+segments that use it ("in segment" conditions) in the same transaction.
+
+Entries and exits are written as :class:`SegmentTransition` rows (the internal events campaigns trigger
+on) and as ``entered_segment`` / ``exited_segment`` activities. For segments with time-dependent conditions
+each evaluated person gets a :class:`SegmentTimer` at the next instant their result can flip; the worker
+re-evaluates exactly those (see :mod:`tidings.segments.timers`).
+
+Segment definitions are cached per process and workspace, keyed by ``workspaces.segments_version``, which
+every segment change bumps. On PostgreSQL the version is read ``FOR SHARE``: a segment change (which
+updates that row) waits for in-flight writes and later writes wait for it, so every write either committed
+before the segment existed (its build will see the data) or knows the segment.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, event, func, insert, select
+from sqlalchemy.orm import Session
+
+from tidings.models import Person, Segment, SegmentMembership, SegmentTimer, SegmentTransition, Workspace
+from tidings.people import activity
+from tidings.segments import compiler
+from tidings.segments.conditions import (
+    PERSON_FIELDS,
+    And,
+    AttributeCondition,
+    Condition,
+    Dependencies,
+    EventCondition,
+    InSegment,
+    Not,
+    Or,
+    dependencies,
+    parse,
+)
+
+EVERYTHING = "*"
+# A person was just created: the segments a person with no data can be in, plus whatever other keys the
+# creating call names (the attributes it set, the event it recorded).
+CREATED = "created"
+# What a new person always has: its identifiers, creation time and subscription flag.
+CREATED_KEYS = (CREATED, "attr:id", "attr:email", "attr:cio_id", "attr:created_at", "attr:unsubscribed")
+_PENDING = "tidings.segments.pending"
+# People evaluated per statement: bounded so IN lists stay small and plans stay index lookups.
+CHUNK = 500
+# PostgreSQL advisory-lock namespace for segment evaluation (the second key is the segment id).
+SEGMENT_LOCK = 7301
+
+
+# -- what ingestion calls ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    now: int
+    people: dict[int, dict[int, set[str]]] = field(default_factory=lambda: defaultdict(dict))
+
+
+def touched(
+    session: Session, workspace_id: int, person_ids: Iterable[int], keys: Iterable[str], *, now: int
+) -> None:
+    """Note that a change touched these people in ways named by ``keys``; they are re-evaluated before
+    the transaction commits."""
+    pending: _Pending | None = session.info.get(_PENDING)
+    if pending is None:
+        pending = session.info[_PENDING] = _Pending(now)
+    pending.now = max(pending.now, now)
+    workspace = pending.people[workspace_id]
+    key_set = set(keys)
+    for person_id in person_ids:
+        workspace.setdefault(person_id, set()).update(key_set)
+
+
+def leaving(session: Session, workspace_id: int, person_id: int, *, now: int) -> None:
+    """A person is about to be deleted (delete, suppress, merge): record their exits from every segment.
+    Call before the rows go; the memberships themselves go with the person."""
+    rows = session.execute(
+        select(SegmentMembership.segment_id).where(SegmentMembership.person_id == person_id)
+    ).scalars()
+    for segment_id in rows:
+        _transition(session, workspace_id, segment_id, person_id, entered=False, now=now, log=False)
+    pending: _Pending | None = session.info.get(_PENDING)
+    if pending is not None:
+        pending.people.get(workspace_id, {}).pop(person_id, None)
+
+
+def record_manual(
+    session: Session,
+    workspace_id: int,
+    segment_id: int,
+    person_ids: Iterable[int],
+    *,
+    entered: bool,
+    now: int,
+) -> None:
+    """People added to or removed from a manual segment: their transitions, and the segments using it."""
+    ids = list(person_ids)
+    for person_id in ids:
+        _transition(session, workspace_id, segment_id, person_id, entered=entered, now=now)
+    touched(session, workspace_id, ids, [f"segment:{segment_id}"], now=now)
+
+
+# -- definitions ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Definition:
+    id: int
+    generation: int
+    condition: Condition
+    deps: Dependencies
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """The dynamic segments of a workspace, in dependency order, and which keys reach which segments."""
+
+    version: int
+    ordered: tuple[Definition, ...]
+    by_key: dict[str, tuple[int, ...]]
+    users: dict[int, tuple[int, ...]]
+    # Segments a person with no attributes, events, devices or relationships may be in.
+    on_create: frozenset[int] = frozenset()
+
+    def affected(self, keys: set[str]) -> set[int]:
+        if EVERYTHING in keys:
+            return {definition.id for definition in self.ordered}
+        found: set[int] = set(self.on_create) if CREATED in keys else set()
+        for key in keys:
+            found.update(self.by_key.get(key, ()))
+            if key.startswith("event:"):
+                kind = key.split(":", 2)[1]
+                found.update(self.by_key.get(f"event:{kind}:*", ()))
+        return found
+
+
+_cache: dict[tuple[str, int], Definitions] = {}
+_cache_lock = threading.Lock()
+
+
+def definitions(session: Session, workspace_id: int) -> Definitions:
+    query = select(Workspace.segments_version).where(Workspace.id == workspace_id)
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        query = query.with_for_update(read=True)
+    version = session.execute(query).scalar() or 0
+    key = (str(bind.engine.url), workspace_id)
+    cached = _cache.get(key)
+    if cached is not None and cached.version == version:
+        return cached
+    loaded = load_definitions(session, workspace_id, version)
+    with _cache_lock:
+        _cache[key] = loaded
+    return loaded
+
+
+def load_definitions(session: Session, workspace_id: int, version: int) -> Definitions:
+    rows = session.execute(
+        select(Segment.id, Segment.generation, Segment.conditions).where(
+            Segment.workspace_id == workspace_id, Segment.type == "dynamic"
+        )
+    ).all()
+    found = {}
+    for segment_id, generation, document in rows:
+        condition = parse(document)
+        found[segment_id] = Definition(segment_id, generation, condition, dependencies(condition))
+    ordered = tuple(found[segment_id] for segment_id in dependency_order(found))
+    by_key: dict[str, list[int]] = defaultdict(list)
+    users: dict[int, list[int]] = defaultdict(list)
+    for definition in ordered:
+        for dep_key in definition.deps.keys:
+            by_key[dep_key].append(definition.id)
+        for used in definition.deps.segments:
+            users[used].append(definition.id)
+    empty: dict[int, bool | None] = {}
+    for definition in ordered:
+        empty[definition.id] = _empty_result(definition.condition, empty)
+    return Definitions(
+        version,
+        ordered,
+        {k: tuple(v) for k, v in by_key.items()},
+        {k: tuple(v) for k, v in users.items()},
+        frozenset(segment_id for segment_id, result in empty.items() if result is not False),
+    )
+
+
+def _empty_result(condition: Condition, segments: dict[int, bool | None]) -> bool | None:
+    """The condition's result for a person with no custom attributes, events, devices, relationships or
+    messages; None when it depends on what every person has (identifiers, creation time, subscription).
+    ``segments`` holds the same for the segments already seen (dependency order); manual ones are empty."""
+    if isinstance(condition, And | Or):
+        results = [_empty_result(item, segments) for item in condition.items]
+        if isinstance(condition, And):
+            return False if False in results else (None if None in results else True)
+        return True if True in results else (None if None in results else False)
+    if isinstance(condition, Not):
+        inner = _empty_result(condition.item, segments)
+        return None if inner is None else not inner
+    result: bool | None
+    inverse = getattr(condition, "inverse", False)
+    if isinstance(condition, InSegment):
+        result = segments.get(condition.segment_id, False)
+    elif isinstance(condition, AttributeCondition):
+        if condition.test.field in PERSON_FIELDS:
+            return None
+        result, inverse = False, condition.test.inverse
+    elif isinstance(condition, EventCondition):
+        if condition.timing is not None:
+            result = False
+        elif condition.count_operator == "at_least":
+            result = condition.count <= 0
+        elif condition.count_operator == "at_most":
+            result = True
+        else:
+            result = condition.count == 0
+    else:  # device, object, message
+        result = False
+    return None if result is None else result != inverse
+
+
+def dependency_order(found: dict[int, Definition]) -> list[int]:
+    """Segments after the segments they use. Cycles are refused when segments are saved; any that slipped
+    in (a concurrent save) are evaluated in id order rather than looping."""
+    order: list[int] = []
+    state: dict[int, int] = {}
+
+    def visit(segment_id: int) -> None:
+        if state.get(segment_id) is not None:
+            return
+        state[segment_id] = 1
+        for used in sorted(found[segment_id].deps.segments):
+            if used in found:
+                visit(used)
+        state[segment_id] = 2
+        order.append(segment_id)
+
+    for segment_id in sorted(found):
+        visit(segment_id)
+    return order
+
+
+# -- evaluation ----------------------------------------------------------------------------------------
+
+
+@event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    pending: _Pending | None = session.info.pop(_PENDING, None)
+    if pending is None:
+        return
+    session.flush()
+    for workspace_id, people in pending.people.items():
+        if people:
+            evaluate_touched(session, workspace_id, people, now=pending.now)
+
+
+def evaluate_touched(session: Session, workspace_id: int, people: dict[int, set[str]], *, now: int) -> None:
+    index = definitions(session, workspace_id)
+    if not index.ordered:
+        return
+    work: dict[int, set[int]] = defaultdict(set)
+    for person_id, keys in people.items():
+        for segment_id in index.affected(keys):
+            work[segment_id].add(person_id)
+    run(session, workspace_id, index, work, now=now)
+
+
+def run(
+    session: Session, workspace_id: int, index: Definitions, work: dict[int, set[int]], *, now: int
+) -> None:
+    """Evaluate ``work`` (segment → people) in dependency order, adding the users of every segment whose
+    membership moved."""
+    if not work:
+        return
+    work = defaultdict(set, work)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        _lock_people(session, sorted(set().union(*work.values())))
+    for definition in index.ordered:
+        person_ids = work.pop(definition.id, None)
+        if not person_ids:
+            continue
+        if postgres:
+            session.execute(select(func.pg_advisory_xact_lock_shared(SEGMENT_LOCK, definition.id)))
+        changed = evaluate(session, workspace_id, definition, sorted(person_ids), now=now)
+        for user in index.users.get(definition.id, ()):
+            work[user].update(changed)
+
+
+def _lock_people(session: Session, person_ids: list[int]) -> None:
+    """PostgreSQL: evaluations of one person run one at a time, each after the previous one committed, so
+    the last evaluation always sees every committed change (READ COMMITTED reads afresh per statement).
+    Sorted, so concurrent transactions lock in the same order. SQLite needs nothing: writers are serial."""
+    for chunk in _chunks(person_ids, CHUNK):
+        session.execute(
+            select(Person.id).where(Person.id.in_(chunk)).order_by(Person.id).with_for_update(key_share=True)
+        )
+
+
+def lock_for_build(session: Session, segment_id: int) -> None:
+    """A bulk-build step excludes real-time evaluations of the same segment (PostgreSQL), so neither writes
+    a membership computed from data the other has changed since."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(SEGMENT_LOCK, segment_id)))
+
+
+def evaluate(
+    session: Session,
+    workspace_id: int,
+    definition: Definition,
+    person_ids: list[int],
+    *,
+    now: int,
+    emit: bool = True,
+) -> set[int]:
+    """Bring ``definition``'s membership up to date for these people; return those who entered or left."""
+    changed: set[int] = set()
+    for chunk in _chunks(person_ids, CHUNK):
+        changed |= _evaluate_where(
+            session, workspace_id, definition, Person.id.in_(chunk), chunk_ids=chunk, now=now, emit=emit
+        )
+    return changed
+
+
+def evaluate_range(
+    session: Session, workspace_id: int, definition: Definition, low: int, high: int, *, now: int, emit: bool
+) -> set[int]:
+    """Bulk build: the people whose key lies in [low, high]."""
+    return _evaluate_where(
+        session,
+        workspace_id,
+        definition,
+        Person.id.between(low, high),
+        id_range=(low, high),
+        now=now,
+        emit=emit,
+    )
+
+
+def _evaluate_where(
+    session: Session,
+    workspace_id: int,
+    definition: Definition,
+    people_filter: object,
+    *,
+    now: int,
+    emit: bool,
+    chunk_ids: list[int] | None = None,
+    id_range: tuple[int, int] | None = None,
+) -> set[int]:
+    ctx = compiler.Context(workspace_id=workspace_id, now=now)
+    matching = set(
+        session.execute(
+            select(Person.id).where(
+                Person.workspace_id == workspace_id,
+                people_filter,  # type: ignore[arg-type]
+                compiler.predicate(definition.condition, ctx),
+            )
+        ).scalars()
+    )
+    members = select(SegmentMembership.person_id).where(SegmentMembership.segment_id == definition.id)
+    if chunk_ids is not None:
+        members = members.where(SegmentMembership.person_id.in_(chunk_ids))
+    elif id_range is not None:
+        members = members.where(SegmentMembership.person_id.between(*id_range))
+    before = set(session.execute(members).scalars())
+    entered, exited = matching - before, before - matching
+    if entered:
+        session.execute(
+            insert(SegmentMembership),
+            [
+                {"segment_id": definition.id, "person_id": p, "workspace_id": workspace_id, "added_at": now}
+                for p in sorted(entered)
+            ],
+        )
+    if exited:
+        for chunk in _chunks(sorted(exited), CHUNK):
+            session.execute(
+                delete(SegmentMembership).where(
+                    SegmentMembership.segment_id == definition.id, SegmentMembership.person_id.in_(chunk)
+                )
+            )
+    if emit:
+        for person_id in sorted(entered):
+            _transition(session, workspace_id, definition.id, person_id, entered=True, now=now)
+        for person_id in sorted(exited):
+            _transition(session, workspace_id, definition.id, person_id, entered=False, now=now)
+    if definition.deps.timed:
+        _set_timers(session, workspace_id, definition, people_filter, chunk_ids, id_range, ctx)
+    return entered | exited
+
+
+def _set_timers(
+    session: Session,
+    workspace_id: int,
+    definition: Definition,
+    people_filter: object,
+    chunk_ids: list[int] | None,
+    id_range: tuple[int, int] | None,
+    ctx: compiler.Context,
+) -> None:
+    clear = delete(SegmentTimer).where(SegmentTimer.segment_id == definition.id)
+    if chunk_ids is not None:
+        clear = clear.where(SegmentTimer.person_id.in_(chunk_ids))
+    elif id_range is not None:
+        clear = clear.where(SegmentTimer.person_id.between(*id_range))
+    session.execute(clear)
+    due = compiler.next_change(definition.condition, ctx)
+    if due is None:
+        return
+    rows = session.execute(
+        select(Person.id, due).where(
+            Person.workspace_id == workspace_id,
+            people_filter,  # type: ignore[arg-type]
+            due.is_not(None),
+        )
+    ).all()
+    if rows:
+        session.execute(
+            insert(SegmentTimer),
+            [
+                {"segment_id": definition.id, "person_id": p, "workspace_id": workspace_id, "due_at": int(at)}
+                for p, at in rows
+            ],
+        )
+
+
+def _transition(
+    session: Session,
+    workspace_id: int,
+    segment_id: int,
+    person_id: int,
+    *,
+    entered: bool,
+    now: int,
+    log: bool = True,
+) -> None:
+    session.execute(
+        insert(SegmentTransition),
+        {
+            "workspace_id": workspace_id,
+            "segment_id": segment_id,
+            "person_id": person_id,
+            "entered": entered,
+            "at": now,
+        },
+    )
+    if log:
+        activity.record(
+            session,
+            workspace_id,
+            person_id,
+            "entered_segment" if entered else "exited_segment",
+            now=now,
+            data={"segment_id": segment_id},
+        )
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,50 @@
+"""Customer search (``POST /v1/customers``): Customer.io's filter grammar, which is the condition model of
+:mod:`tidings.segments.conditions` (so every segment condition is also a search filter), evaluated
+with the same SQL as segments, a page at a time in person-key order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tidings.errors import InvalidInput
+from tidings.models import Person
+from tidings.segments import compiler
+from tidings.segments.conditions import parse
+
+MAX_SEARCH_PAGE = 1000
+
+
+def search(
+    session: Session, workspace_id: int, body: Any, *, start: str | None, limit: int, now: int
+) -> dict[str, Any]:
+    if not isinstance(body, dict) or "filter" not in body:
+        raise InvalidInput('body must be {"filter": {...}}', field="filter")
+    if not 1 <= limit <= MAX_SEARCH_PAGE:
+        raise InvalidInput(f"limit must be between 1 and {MAX_SEARCH_PAGE}", field="limit")
+    condition = parse(body["filter"], "filter")
+    after = 0
+    if start:
+        if not start.isdigit():
+            raise InvalidInput("start is not a cursor this endpoint returned", field="start")
+        after = int(start)
+    rows = session.execute(
+        select(Person.id, Person.customer_id, Person.email, Person.cio_id)
+        .where(
+            Person.workspace_id == workspace_id,
+            Person.id > after,
+            compiler.predicate(condition, compiler.Context(workspace_id=workspace_id, now=now)),
+        )
+        .order_by(Person.id)
+        .limit(limit + 1)
+    ).all()
+    page = rows[:limit]
+    return {
+        "identifiers": [
+            {"id": r.customer_id or "", "email": r.email or "", "cio_id": r.cio_id} for r in page
+        ],
+        "ids": [r.customer_id or "" for r in page],
+        "next": str(page[-1].id) if len(rows) > limit else "",
+    }
