@@ -1,4 +1,4 @@
-"""The ``tidings`` command: serve, worker, migrate, workspaces and keys."""
+"""The ``tidings`` command: serve, worker, migrate, workspaces, keys and segments."""
 
 from __future__ import annotations
 
@@ -8,18 +8,24 @@ import logging
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import uvicorn
+import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.orm import Session
 
 from tidings.app import create_app
 from tidings.config import Settings, get_settings
 from tidings.db import migrate
 from tidings.errors import TidingsError
 from tidings.runtime import Runtime
+from tidings.segments import service as segments
+from tidings.segments.conditions import parse as parse_conditions
 from tidings.worker.loop import Worker
 from tidings.workspaces import service as workspaces
 from tidings.workspaces.schemas import NewWorkspace
@@ -29,8 +35,12 @@ app = typer.Typer(
 )
 workspace_app = typer.Typer(help="Create, list and configure workspaces.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list, rotate and revoke API keys.", no_args_is_help=True)
+segments_app = typer.Typer(
+    help="Apply segment definitions from files, and list segments.", no_args_is_help=True
+)
 app.add_typer(workspace_app, name="workspace")
 app.add_typer(keys_app, name="keys")
+app.add_typer(segments_app, name="segments")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -251,6 +261,170 @@ def keys_revoke(key_id: int) -> None:
     with runtime.db.session() as session:
         info = workspaces.revoke_key(session, key_id, now=_now())
     console.print(f"key {info.id} ({info.kind}) revoked")
+
+
+# -- segments ---------------------------------------------------------------------------------------------
+
+SEGMENT_KEYS = ("name", "description", "tags", "conditions")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML without implicit timestamps: ``2024-01-01`` stays the string a condition document expects."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+class _ApplyError(Exception):
+    """A segment file that cannot be applied; the message says where."""
+
+
+def _segment_documents(file: str) -> tuple[list[Any], str]:
+    """The segments a file holds and the path prefix of its items (``segments[i]`` or ``segment``)."""
+    try:
+        if file == "-":
+            text, as_json = sys.stdin.read(), False
+        else:
+            text, as_json = Path(file).read_text(encoding="utf-8"), file.lower().endswith(".json")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _ApplyError(f"cannot read {file}: {exc}") from exc
+    try:
+        loaded = json.loads(text) if as_json else yaml.load(text, Loader=_Loader)
+        # Only what JSON can hold goes into a segment (no YAML sets, binary or non-string keys).
+        document = json.loads(json.dumps(loaded, allow_nan=False))
+    except json.JSONDecodeError as exc:
+        raise _ApplyError(f"{file} is not valid JSON: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise _ApplyError(f"{file} is not valid YAML: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise _ApplyError(f"{file} holds something JSON cannot: {exc}") from exc
+    if isinstance(document, list):
+        return document, "segments"
+    if isinstance(document, dict):
+        return [document], ""
+    raise _ApplyError(f"{file} must hold a segment {{name, conditions, ...}} or a list of them")
+
+
+def _apply_segments(
+    session: Session, workspace_ref: str, documents: list[Any], prefix: str, *, now: int
+) -> list[dict[str, Any]]:
+    """Create or update every segment of a file, matched to existing segments by name."""
+    workspace_id = workspaces.get_workspace(session, workspace_ref).id
+    existing: dict[str, list[dict[str, Any]]] = {}
+    for view in segments.list_segments(session, workspace_id):
+        existing.setdefault(view["name"], []).append(view)
+    seen: dict[str, str] = {}
+    results = []
+    for index, spec in enumerate(documents):
+        where = f"{prefix}[{index}]" if prefix else "segment"
+        if not isinstance(spec, dict):
+            raise _ApplyError(f"{where} must be an object {{name, description, tags, conditions}}")
+        unknown = sorted(set(spec) - set(SEGMENT_KEYS))
+        if unknown:
+            raise _ApplyError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(SEGMENT_KEYS)})")
+        name = spec.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise _ApplyError(f"{where}.name must be a non-empty string")
+        name = name.strip()
+        if name in seen:
+            raise _ApplyError(f"{where}.name: {name!r} is also the name of {seen[name]}")
+        seen[name] = where
+        if spec.get("conditions") is not None:
+            parse_conditions(spec["conditions"], f"{where}.conditions")
+        matches = existing.get(name, [])
+        if len(matches) > 1:
+            ids = ", ".join(str(view["id"]) for view in matches)
+            raise _ApplyError(f"{where}.name: {len(matches)} segments are named {name!r} ({ids})")
+        body = {"segment": {**spec, "name": name}}
+        try:
+            if not matches:
+                view, action = segments.create_segment(session, workspace_id, body, now=now), "created"
+            elif _differs(matches[0], spec):
+                view = segments.update_segment(session, workspace_id, matches[0]["id"], body, now=now)
+                action = "updated"
+            else:
+                view, action = matches[0], "unchanged"
+        except TidingsError as exc:
+            raise _ApplyError(_located(exc.message, where)) from exc
+        results.append({"action": action, **{k: view[k] for k in ("id", "name", "type", "state")}})
+    return results
+
+
+def _differs(current: dict[str, Any], spec: dict[str, Any]) -> bool:
+    """Whether applying ``spec`` changes anything; keys the file leaves out keep their stored values."""
+    if "description" in spec and (spec["description"] or "") != (current["description"] or ""):
+        return True
+    if "tags" in spec and spec["tags"] != current["tags"]:
+        return True
+    return spec.get("conditions") is not None and spec["conditions"] != current.get("conditions")
+
+
+def _located(message: str, where: str) -> str:
+    """A service error about ``segment.…`` re-addressed to the file's item."""
+    if message.startswith("segment."):
+        return where + message[len("segment") :]
+    return f"{where}: {message}"
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {escape(message)}")
+    return typer.Exit(1)
+
+
+@segments_app.command("apply")
+def segments_apply(
+    file: Annotated[
+        str,
+        typer.Argument(help="A YAML or JSON file (by extension) of one segment or a list; - reads stdin."),
+    ],
+    workspace: Annotated[str, typer.Option("--workspace", help="Workspace id, site id or name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Create or update segments from a file, matched by name: all of the file is applied, or none of it."""
+    try:
+        documents, prefix = _segment_documents(file)
+        runtime = _runtime()
+        now = runtime.clock.now_int()
+        with runtime.db.session() as session:
+            results = _apply_segments(session, workspace, documents, prefix, now=now)
+    except _ApplyError as exc:
+        raise _fail(str(exc)) from exc
+    except TidingsError as exc:
+        raise _fail(exc.message) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(results) + "\n")
+        return
+    for row in results:
+        sys.stdout.write(f"{row['action']:<9} {row['id']:>6}  {row['state']:<12}  {row['name']}\n")
+
+
+@segments_app.command("list")
+def segments_list(
+    workspace: Annotated[str, typer.Option("--workspace", help="Workspace id, site id or name.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List a workspace's segments with their build state and member count."""
+    try:
+        runtime = _runtime()
+        with runtime.db.read_session() as session:
+            workspace_id = workspaces.get_workspace(session, workspace).id
+            rows = [
+                {**view, "members": segments.customer_count(session, workspace_id, view["id"])}
+                for view in segments.list_segments(session, workspace_id)
+            ]
+    except TidingsError as exc:
+        raise _fail(exc.message) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    table = Table("id", "name", "type", "state", "members")
+    for row in rows:
+        state = row["state"] if row["progress"] is None else f"{row['state']} ({row['progress']}%)"
+        table.add_row(str(row["id"]), escape(row["name"]), row["type"], state, str(row["members"]))
+    console.print(table)
 
 
 def main() -> None:

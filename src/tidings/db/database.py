@@ -3,10 +3,12 @@
 Request handlers, jobs and the CLI never commit themselves: they hand a unit of work (a function of a
 ``Session``) to :meth:`Database.write` or :meth:`Database.read`. Services inside only flush.
 
-Writes go through group commit: concurrent requests' units share one transaction, each inside its own
-SAVEPOINT so one unit's failure rolls back only that unit. The awaiting request is answered only after the
-shared COMMIT returns, so a 200 still means "durable" while the fsync cost is paid once per batch instead
-of once per request.
+Writes go through group commit: concurrent requests' units share one transaction. A batch first runs
+without savepoints; if any unit fails, it is re-run with one SAVEPOINT per unit so the failure rolls back
+only that unit. The awaiting request is answered only after the shared COMMIT returns, so a 200 still means
+"durable" while the fsync cost is paid once per batch instead of once per request. Work that must happen
+in the same transaction as every change (real-time segment evaluation) hooks SQLAlchemy's
+``before_commit``, which also fires as each savepoint is released.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tidings.db.engine import create_store_engine
@@ -135,11 +137,18 @@ class Database:
             self._run_batch(batch)
 
     def _run_batch(self, batch: list[_Unit]) -> None:
-        if not self._run_optimistic(batch):
-            if len(batch) == 1:
-                self._run_alone(batch[0])
-            else:
-                self._run_isolated(batch)
+        try:
+            if not self._run_optimistic(batch):
+                if len(batch) == 1:
+                    self._run_alone(batch[0])
+                else:
+                    self._run_isolated(batch)
+        except Exception as exc:
+            # Never let the writer thread die: every waiting request would hang.
+            log.exception("write batch failed")
+            for unit in batch:
+                if not unit.done and unit.error is None:
+                    unit.error = exc
         self._resolve(batch)
 
     def _run_optimistic(self, batch: list[_Unit]) -> bool:
@@ -174,8 +183,9 @@ class Database:
                     except Exception as exc:
                         log.exception("write unit failed")
                         unit.error = exc
-        except DBAPIError:
-            # The COMMIT itself failed (deadlock, serialization, disk): nothing of the batch is durable.
+        except Exception:
+            # The COMMIT itself failed (deadlock, serialization, disk, or work run just before it): nothing
+            # of the batch is durable.
             log.warning("group commit failed; re-running %d units one by one", len(batch), exc_info=True)
             retry = list(batch)
             for unit in batch:

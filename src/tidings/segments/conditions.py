@@ -233,7 +233,8 @@ class _Parser:
             platform = body.get("platform")
             if platform is not None and not _nonempty_str(platform):
                 raise ConditionError(f"{sub}.platform must be a non-empty string", field=f"{sub}.platform")
-            return DeviceCondition(platform, _flag(body, sub, "inverse"))
+            # Devices are stored with lower-case platforms (ios, android), whatever the client sent.
+            return DeviceCondition(platform.lower() if platform else None, _flag(body, sub, "inverse"))
         if kind == "object":
             _only(body, sub, {"type_id", "filters", "relationship_filters", "inverse"})
             type_id = body.get("type_id")

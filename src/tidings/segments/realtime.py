@@ -12,7 +12,7 @@ segments that use it ("in segment" conditions) in the same transaction.
 Entries and exits are written as :class:`SegmentTransition` rows (the internal events campaigns trigger
 on) and as ``entered_segment`` / ``exited_segment`` activities. For segments with time-dependent conditions
 each evaluated person gets a :class:`SegmentTimer` at the next instant their result can flip; the worker
-re-evaluates exactly those (see :mod:`tidings.segments.timers`).
+re-evaluates exactly those (see :func:`tidings.segments.jobs.run_due_timers`).
 
 Segment definitions are cached per process and workspace, keyed by ``workspaces.segments_version``, which
 every segment change bumps. On PostgreSQL the version is read ``FOR SHARE``: a segment change (which

@@ -10,9 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tidings.errors import InvalidInput
-from tidings.models import Person
+from tidings.models import Person, Segment
 from tidings.segments import compiler
-from tidings.segments.conditions import parse
+from tidings.segments.conditions import ConditionError, dependencies, parse
 
 MAX_SEARCH_PAGE = 1000
 
@@ -25,6 +25,15 @@ def search(
     if not 1 <= limit <= MAX_SEARCH_PAGE:
         raise InvalidInput(f"limit must be between 1 and {MAX_SEARCH_PAGE}", field="limit")
     condition = parse(body["filter"], "filter")
+    used = dependencies(condition).segments
+    if used:
+        known = set(
+            session.scalars(
+                select(Segment.id).where(Segment.workspace_id == workspace_id, Segment.id.in_(used))
+            )
+        )
+        for segment_id in sorted(used - known):
+            raise ConditionError(f"filter: segment {segment_id} does not exist", field="filter")
     after = 0
     if start:
         if not start.isdigit():

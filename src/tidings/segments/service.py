@@ -2,7 +2,7 @@
 create, edit, read, delete, membership reads, and manual membership changes from the Track API.
 
 Saving a data-driven segment bumps the workspace's ``segments_version`` (so every process picks up the new
-definition for real-time evaluation) and queues a bulk build (:mod:`tidings.segments.build`).
+definition for real-time evaluation) and queues a bulk build (:mod:`tidings.segments.jobs`).
 """
 
 from __future__ import annotations
