@@ -274,14 +274,27 @@ def evaluate_touched(session: Session, workspace_id: int, people: dict[int, set[
     for person_id, keys in people.items():
         for segment_id in index.affected(keys):
             work[segment_id].add(person_id)
-    run(session, workspace_id, index, work, now=now)
+    created = {p for p, keys in people.items() if CREATED in keys or EVERYTHING in keys}
+    run(session, workspace_id, index, work, now=now, fresh=created)
 
 
 def run(
-    session: Session, workspace_id: int, index: Definitions, work: dict[int, set[int]], *, now: int
+    session: Session,
+    workspace_id: int,
+    index: Definitions,
+    work: dict[int, set[int]],
+    *,
+    now: int,
+    fresh: set[int] | None = None,
 ) -> None:
     """Evaluate ``work`` (segment → people) in dependency order, adding the users of every segment whose
-    membership moved."""
+    membership moved.
+
+    ``fresh`` people were just created: the segments left out for them were judged on what a person with
+    no data would be (see ``Definitions.on_create``), which assumes every segment they use holds that
+    person exactly when an empty person would be in it. A fresh person's real data can break that for a
+    segment that was evaluated even though its stored membership did not move (nothing was stored yet),
+    so for them every evaluated segment hands on to its users."""
     if not work:
         return
     work = defaultdict(set, work)
@@ -295,6 +308,8 @@ def run(
         if postgres:
             session.execute(select(func.pg_advisory_xact_lock_shared(SEGMENT_LOCK, definition.id)))
         changed = evaluate(session, workspace_id, definition, sorted(person_ids), now=now)
+        if fresh:
+            changed |= person_ids & fresh
         for user in index.users.get(definition.id, ()):
             work[user].update(changed)
 
