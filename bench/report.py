@@ -17,17 +17,22 @@ import psycopg
 
 from bench.b1 import B1Result
 from bench.b2 import ITEMS_PER_REQUEST, B2Result
+from bench.b3 import BUILD_STEP_PEOPLE, CONDITIONS_TEXT, B3Result
+from bench.b4 import KIND_LABELS, B4Result
 from bench.b9 import BYTECODE_MODES, INHERIT, B9Result
 from bench.load import machine_load, wrk_version
 from bench.server import POSTGRES_ADMIN_URL, postgres_available
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTES_MARKER = "<!-- bench:notes — everything below is kept as written; bench.run never rewrites it -->"
-BENCHMARK_IDS = ("B1", "B2", "B9")
+BENCHMARK_IDS = ("B1", "B2", "B3", "B4", "B9")
 TARGET_B1_RPS = 5_000
 TARGET_B1_P99_MS = 50
 TARGET_B1_RATIO = 0.5
 TARGET_B2_EPS = 50_000
+TARGET_B3_SECONDS = 10.0
+TARGET_B3_RATIO = 5.0
+TARGET_B4_ADDED_P99_MS = 10.0
 TARGET_B9_RSS_MB = 150
 TARGET_B9_READY_S = 3.0
 MB = 1024 * 1024
@@ -192,6 +197,92 @@ def render_b2(results: Iterable[B2Result], env: Environment, skipped: Mapping[st
     return "\n".join(lines)
 
 
+def render_b3(results: Iterable[B3Result], env: Environment, skipped: Mapping[str, str]) -> str:
+    results = list(results)
+    title = "## B3 — Segment full build"
+    if results:
+        title += f" ({results[0].people:,} people, {results[0].events:,} events)"
+    lines = [title, ""]
+    if results:
+        first = results[0]
+        lines += [
+            f"Measured {env.stamp}. Segment: {CONDITIONS_TEXT}. People and events generated in the database "
+            "with SQL (`generate_series` / a recursive CTE; secondary indexes dropped during the load and "
+            "created again; PostgreSQL then `VACUUM ANALYZE`, SQLite not analysed). Build = `POST "
+            "/v1/segments` → first `GET /v1/segments/{id}` showing `finished` (polled every 50 ms), done by "
+            f"the worker of `tidings serve` in steps of {BUILD_STEP_PEOPLE:,} people. Baseline: DuckDB "
+            f"{first.duckdb.version} ({first.duckdb.threads} threads, in memory, the same rows generated "
+            "with `range()` from the same formulas), the same query with `json_extract_string` and a "
+            "correlated count, matching ids materialised with `CREATE TEMP TABLE … AS`; median of "
+            f"{len(first.duckdb.runs)} runs.",
+            f"Target ≤ {TARGET_B3_SECONDS:g} s, ratio (build / DuckDB) ≤ {TARGET_B3_RATIO:g}.",
+            "",
+            "| backend | generation (informative) | build | DuckDB | ratio | members | DuckDB members "
+            "| same members | ≤ 10 s | ratio ≤ 5 | load average at start |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---|---|---|",
+        ]
+        for result in results:
+            lines.append(
+                f"| {result.backend} | {result.generation_seconds:.1f} s | {result.build.seconds:.2f} s "
+                f"| {result.duckdb.seconds:.3f} s | {result.ratio:.1f} | {result.build.members:,} "
+                f"| {result.duckdb.members:,} | {_mark(result.members_match)} "
+                f"| {_mark(result.build.seconds <= TARGET_B3_SECONDS)} "
+                f"| {_mark(result.ratio <= TARGET_B3_RATIO)} | {result.load_average} |"
+            )
+        lines += ["", "DuckDB runs (s):", ""]
+        for result in results:
+            runs = ", ".join(f"{run:.3f}" for run in result.duckdb.runs)
+            lines.append(f"- {result.backend}: {runs} (loading the rows: {result.duckdb.load_seconds:.1f} s)")
+    for backend, reason in skipped.items():
+        lines.append(f"- {backend}: not measured ({reason})")
+    return "\n".join(lines)
+
+
+def render_b4(results: Iterable[B4Result], env: Environment, skipped: Mapping[str, str]) -> str:
+    results = list(results)
+    lines = ["## B4 — Real-time membership (100 data-driven segments)", ""]
+    if results:
+        first = results[0]
+        lines += [
+            f"Measured {env.stamp}. One server per backend, two workspaces with the same "
+            f"{first.people:,} people and {first.events:,} events (generated with SQL as in B3): one "
+            f"without segments, one with {first.segments} data-driven segments (40 attribute, 30 event, "
+            "20 and/or/not, 10 in-segment conditions; `bench/b4.py`), all built first. Then "
+            f"{first.requests:,} requests of each kind to each workspace, sequentially over one keep-alive "
+            "connection (httpx), interleaved request by request; latency per request. Added = with "
+            "segments minus without. Afterwards every segment's membership is compared with a fresh "
+            "evaluation of its condition.",
+            f"Target: added p99 ≤ {TARGET_B4_ADDED_P99_MS:g} ms per request.",
+            "",
+            "| backend | request | p50 no segments | p50 100 segments | p99 no segments "
+            "| p99 100 segments | added p99 | ≤ 10 ms |",
+            "|---|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for result in results:
+            for kind in result.kinds:
+                lines.append(
+                    f"| {result.backend} | {KIND_LABELS[kind.kind]} | {_ms(kind.none.p50_ms)} "
+                    f"| {_ms(kind.hundred.p50_ms)} | {_ms(kind.none.p99_ms)} | {_ms(kind.hundred.p99_ms)} "
+                    f"| {_ms(kind.added_p99_ms)} | {_mark(kind.added_p99_ms <= TARGET_B4_ADDED_P99_MS)} |"
+                )
+        lines += [""]
+        for result in results:
+            if result.inconsistent is None:
+                check = "not checked (the run outlasted the generated data's time margin)"
+            elif result.inconsistent:
+                check = f"**{len(result.inconsistent)} differ** (segments {list(result.inconsistent)})"
+            else:
+                check = f"all {result.segments} exact"
+            lines.append(
+                f"- {result.backend}: building the {result.segments} segments took "
+                f"{result.build_seconds:.1f} s; non-200 answers: {result.failed}; memberships after the "
+                f"run: {check}; load average at start {result.load_average}."
+            )
+    for backend, reason in skipped.items():
+        lines.append(f"- {backend}: not measured ({reason})")
+    return "\n".join(lines)
+
+
 def render_b9(result: B9Result, env: Environment) -> str:
     modes = [mode for mode in (*BYTECODE_MODES, INHERIT) if result.of(mode)]
     repeats = len(result.of(modes[0])) if modes else 0
@@ -287,7 +378,14 @@ def write_results(path: Path, env: Environment, sections: Mapping[str, str], bas
     path.write_text("\n\n".join(parts) + "\n")
 
 
-def summary(b1: Iterable[B1Result], b2: Iterable[B2Result], b9: B9Result | None, env: Environment) -> str:
+def summary(
+    b1: Iterable[B1Result],
+    b2: Iterable[B2Result],
+    b9: B9Result | None,
+    env: Environment,
+    b3: Iterable[B3Result] = (),
+    b4: Iterable[B4Result] = (),
+) -> str:
     """One line of the headline figures, for the change log."""
     items = [
         f"B1 {r.backend} {_n(r.ingest_rps)} req/s (p99 {r.p99_ms:.0f} ms, ratio {r.ratio:.2f})" for r in b1
@@ -299,6 +397,10 @@ def summary(b1: Iterable[B1Result], b2: Iterable[B2Result], b9: B9Result | None,
             )
             items.append(f"B2 {result.backend} {surface.surface} {figure}")
         items.append(f"B2 {result.backend} executemany {_n(result.baseline_events_per_second)} events/s")
+    for r3 in b3:
+        items.append(f"B3 {r3.backend} build {r3.build.seconds:.1f} s (DuckDB ratio {r3.ratio:.0f})")
+    for r4 in b4:
+        items.append(f"B4 {r4.backend} added p99 up to {r4.worst_added_p99_ms:.0f} ms")
     if b9 is not None and b9.of("cached"):
         items.append(
             f"B9 idle {b9.rss_idle('cached') / MB:.0f} MB, ready {b9.ready_existing('cached'):.2f} s"

@@ -1,4 +1,4 @@
-"""Run the benchmarks and rewrite ``bench/RESULTS.md``: ``python -m bench.run [--only B1,B2,B9] …``."""
+"""Run the benchmarks and rewrite ``bench/RESULTS.md``: ``python -m bench.run [--only B1,B2,B3,B4,B9] …``."""
 
 from __future__ import annotations
 
@@ -13,9 +13,21 @@ from pathlib import Path
 
 from bench.b1 import B1Result, run_b1
 from bench.b2 import B2Result, run_b2
+from bench.b3 import B3Result, run_b3
+from bench.b4 import B4Result, run_b4
 from bench.b9 import B9Result, run_b9
 from bench.load import pick_generator
-from bench.report import BENCHMARK_IDS, environment, render_b1, render_b2, render_b9, summary, write_results
+from bench.report import (
+    BENCHMARK_IDS,
+    environment,
+    render_b1,
+    render_b2,
+    render_b3,
+    render_b4,
+    render_b9,
+    summary,
+    write_results,
+)
 from bench.server import BACKENDS, postgres_available, serving
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,11 +45,56 @@ class Size:
     b9_warmup_seconds: float
     b9_warmup_requests: int
     b9_modes: tuple[str, ...]
+    # B3: people and events of the workspace the segment is built over; DuckDB runs per figure.
+    b3_people: int
+    b3_events: int
+    b3_duckdb_repeats: int
+    # B4: people and events of each workspace; measured (and warm-up) requests per kind and workspace.
+    b4_people: int
+    b4_events: int
+    b4_requests: int
+    b4_warmup: int
 
 
 SIZES = {
-    "full": Size(10.0, 3, 2.0, 10_000_000, 1_000_000, 100_000, 3, 5.0, 1_000_000, ("cached", "none")),
-    "small": Size(2.0, 1, 0.5, 2_000, 50, 2_000, 1, 1.0, 500, ("cached",)),
+    "full": Size(
+        10.0,
+        3,
+        2.0,
+        10_000_000,
+        1_000_000,
+        100_000,
+        3,
+        5.0,
+        1_000_000,
+        ("cached", "none"),
+        b3_people=1_000_000,
+        b3_events=10_000_000,
+        b3_duckdb_repeats=3,
+        b4_people=10_000,
+        b4_events=100_000,
+        b4_requests=1_000,
+        b4_warmup=30,
+    ),
+    "small": Size(
+        2.0,
+        1,
+        0.5,
+        2_000,
+        50,
+        2_000,
+        1,
+        1.0,
+        500,
+        ("cached",),
+        b3_people=2_000,
+        b3_events=20_000,
+        b3_duckdb_repeats=3,
+        b4_people=500,
+        b4_events=5_000,
+        b4_requests=100,
+        b4_warmup=5,
+    ),
 }
 
 
@@ -128,6 +185,38 @@ def main(argv: Sequence[str] | None = None) -> int:
                         baseline_rows=size.baseline_rows,
                     )
                 )
+    b3: list[B3Result] = []
+    b4: list[B4Result] = []
+    skipped_b34: dict[str, str] = {}
+    for backend in backends if only & {"B3", "B4"} else ():
+        if backend == "postgres" and not postgres_available():
+            skipped_b34[backend] = "PostgreSQL is not reachable"
+            continue
+        if "B3" in only:
+            print(f"B3 on {backend} …", flush=True)
+            wait_for_quiet(args.quiet_load, args.quiet_timeout)
+            b3.append(
+                run_b3(
+                    backend,
+                    args.workdir,
+                    people=size.b3_people,
+                    events=size.b3_events,
+                    duckdb_repeats=size.b3_duckdb_repeats,
+                )
+            )
+        if "B4" in only:
+            print(f"B4 on {backend} …", flush=True)
+            wait_for_quiet(args.quiet_load, args.quiet_timeout)
+            b4.append(
+                run_b4(
+                    backend,
+                    args.workdir,
+                    people=size.b4_people,
+                    events=size.b4_events,
+                    requests=size.b4_requests,
+                    warmup=size.b4_warmup,
+                )
+            )
     b9: B9Result | None = None
     if "B9" in only:
         print("B9 …", flush=True)
@@ -146,14 +235,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         sections["B1"] = render_b1(b1, env, skipped)
     if "B2" in only:
         sections["B2"] = render_b2(b2, env, skipped)
+    if "B3" in only:
+        sections["B3"] = render_b3(b3, env, skipped_b34)
+    if "B4" in only:
+        sections["B4"] = render_b4(b4, env, skipped_b34)
     if b9 is not None:
         sections["B9"] = render_b9(b9, env)
-    write_results(args.output, env, sections, summary(b1, b2, b9, env))
+    write_results(args.output, env, sections, summary(b1, b2, b9, env, b3, b4))
     for text in sections.values():
         print("\n" + text, flush=True)
     print(f"\nwrote {args.output}")
     committed = all(r.all_committed for r in b1) and all(s.all_committed for r in b2 for s in r.surfaces)
-    return 0 if committed else 1
+    # Wrong answers, not slow ones, fail the run: B3's members must match DuckDB's, B4's every 200 and
+    # every membership exact.
+    correct = all(r.members_match for r in b3) and all(r.failed == 0 and not r.inconsistent for r in b4)
+    return 0 if committed and correct else 1
 
 
 if __name__ == "__main__":
