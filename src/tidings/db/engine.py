@@ -35,7 +35,15 @@ def create_store_engine(url: str, *, writer: bool, pool_size: int = 8, synchrono
         )
         _configure_sqlite(engine, begin="BEGIN IMMEDIATE" if writer else "BEGIN", synchronous=synchronous)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # JIT off: Tidings' statements are short lookups and segment steps whose cost estimates cross the JIT
+    # threshold without benefiting; compiling them took half of a 300 ms segment-build step (B3).
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"options": "-c jit=off"},
+    )
 
 
 def _configure_sqlite(engine: Engine, *, begin: str, synchronous: str) -> None:

@@ -14,7 +14,9 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
         UniqueConstraint("workspace_id", "event_id"),
-        Index("ix_events_person_name_ts", "person_id", "name", "timestamp"),
+        # Segment conditions count a person's events by name and time; type and workspace ride along so
+        # those counts are answered from the index alone.
+        Index("ix_events_person_name_ts", "person_id", "name", "timestamp", "type", "workspace_id"),
         Index("ix_events_anonymous", "workspace_id", "anonymous_id"),
     )
 

@@ -36,19 +36,19 @@ def build_step(session: Session, payload: dict[str, Any], now: float, settings: 
     workspace_id = segment.workspace_id
     realtime.lock_for_build(session, segment.id)
     after = int(payload.get("after", 0))
-    low = session.scalar(
-        select(func.min(Person.id)).where(Person.workspace_id == workspace_id, Person.id > after)
-    )
-    if low is None:
+    if "last" not in payload:
+        # The build covers the people that exist now; anyone created later is evaluated in real time
+        # (their creating transaction already knows this segment).
+        first_id, last_id = session.execute(
+            select(func.min(Person.id), func.max(Person.id)).where(Person.workspace_id == workspace_id)
+        ).one()
+        payload = {**payload, "first": first_id or 1, "last": last_id or 0}
+        after = max(after, (first_id or 1) - 1)
+    last, first = int(payload["last"]), int(payload["first"])
+    low, high = after + 1, after + BUILD_STEP
+    if low > last:
         segment.state, segment.progress = "finished", None
         return
-    first = int(payload.get("first", low))
-    last = int(
-        payload.get("last")
-        or session.scalar(select(func.max(Person.id)).where(Person.workspace_id == workspace_id))
-        or low
-    )
-    high = low + BUILD_STEP - 1
     condition = parse(segment.conditions)
     definition = realtime.Definition(segment.id, segment.generation, condition, dependencies(condition))
     moved = realtime.evaluate_range(
@@ -72,7 +72,7 @@ def build_step(session: Session, payload: dict[str, Any], now: float, settings: 
         run_at=now,
         now=now,
         workspace_id=workspace_id,
-        payload={**payload, "after": high, "first": first, "last": last},
+        payload={**payload, "after": high},
     )
 
 

@@ -23,11 +23,12 @@ before the segment existed (its build will see the data) or knows the segment.
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import delete, event, func, insert, select
+from sqlalchemy import ColumnElement, Select, bindparam, delete, event, func, insert, literal, select, text
 from sqlalchemy.orm import Session
 
 from tidings.models import Person, Segment, SegmentMembership, SegmentTimer, SegmentTransition, Workspace
@@ -299,14 +300,16 @@ def run(
         return
     work = defaultdict(set, work)
     postgres = session.get_bind().dialect.name == "postgresql"
+    locked: set[int] = set()
     if postgres:
         _lock_people(session, sorted(set().union(*work.values())))
+        locked = _lock_segments(session, sorted(work))
     for definition in index.ordered:
         person_ids = work.pop(definition.id, None)
         if not person_ids:
             continue
-        if postgres:
-            session.execute(select(func.pg_advisory_xact_lock_shared(SEGMENT_LOCK, definition.id)))
+        if postgres and definition.id not in locked:
+            locked |= _lock_segments(session, [definition.id])
         changed = evaluate(session, workspace_id, definition, sorted(person_ids), now=now)
         if fresh:
             changed |= person_ids & fresh
@@ -324,11 +327,72 @@ def _lock_people(session: Session, person_ids: list[int]) -> None:
         )
 
 
+_LOCK_SEGMENTS = text(
+    "SELECT pg_advisory_xact_lock_shared(:namespace, CAST(x AS integer)) FROM unnest(:ids) AS x"
+)
+
+
+def _lock_segments(session: Session, segment_ids: list[int]) -> set[int]:
+    """PostgreSQL: shared locks on the segments about to be evaluated, in one round trip; a build step
+    takes the same lock exclusively (see :func:`lock_for_build`)."""
+    session.execute(_LOCK_SEGMENTS, {"namespace": SEGMENT_LOCK, "ids": segment_ids})
+    return set(segment_ids)
+
+
 def lock_for_build(session: Session, segment_id: int) -> None:
     """A bulk-build step excludes real-time evaluations of the same segment (PostgreSQL), so neither writes
     a membership computed from data the other has changed since."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(SEGMENT_LOCK, segment_id)))
+
+
+# Real-time statements, built once per segment generation, workspace and second: building a condition's
+# SQL costs far more than running it for a handful of people (measured ~1 ms a segment), and under load
+# the same segments are evaluated many times within one second.
+_STATEMENTS: OrderedDict[tuple[Condition, int, int, int, bool], Select[Any]] = OrderedDict()
+_STATEMENTS_MAX = 1024
+_statements_lock = threading.Lock()
+
+
+def _people_statement(workspace_id: int, definition: Definition, now: int, postgres: bool) -> Select[Any]:
+    """Per person of ``:ids``: does the condition hold, were they a member, and (time-dependent segments)
+    when can the result next flip."""
+    # The condition itself is part of the key (it is hashable): one process may serve several databases
+    # (tests, tools) where the same segment id and generation mean different conditions.
+    key = (definition.condition, definition.id, workspace_id, now, postgres)
+    with _statements_lock:
+        cached = _STATEMENTS.get(key)
+        if cached is not None:
+            _STATEMENTS.move_to_end(key)
+            return cached
+    ctx = compiler.Context(workspace_id=workspace_id, now=now)
+    was = (
+        select(literal(1))
+        .where(SegmentMembership.segment_id == definition.id, SegmentMembership.person_id == Person.id)
+        .exists()
+    )
+    columns: list[Any] = [
+        Person.id,
+        compiler.predicate(definition.condition, ctx).label("match"),
+        was.label("was"),
+    ]
+    due = compiler.next_change(definition.condition, ctx) if definition.deps.timed else None
+    if due is not None:
+        columns.append(due.label("due"))
+    statement = select(*columns).where(
+        _workspace(workspace_id), Person.id.in_(bindparam("ids", expanding=True))
+    )
+    with _statements_lock:
+        _STATEMENTS[key] = statement
+        while len(_STATEMENTS) > _STATEMENTS_MAX:
+            _STATEMENTS.popitem(last=False)
+    return statement
+
+
+def _workspace(workspace_id: int) -> ColumnElement[bool]:
+    # "+ 0": not an index key, so SQLite (which has no statistics) finds the people by key, not by
+    # walking the whole workspace through the (workspace_id, …) indexes.
+    return Person.workspace_id + 0 == workspace_id
 
 
 def evaluate(
@@ -340,57 +404,99 @@ def evaluate(
     now: int,
     emit: bool = True,
 ) -> set[int]:
-    """Bring ``definition``'s membership up to date for these people; return those who entered or left."""
+    """Bring ``definition``'s membership up to date for these people; return those who entered or left.
+    One statement per chunk reads everything needed (match, membership, next flip)."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    statement = _people_statement(workspace_id, definition, now, postgres)
     changed: set[int] = set()
     for chunk in _chunks(person_ids, CHUNK):
-        changed |= _evaluate_where(
-            session, workspace_id, definition, Person.id.in_(chunk), chunk_ids=chunk, now=now, emit=emit
-        )
+        rows = session.execute(statement, {"ids": chunk}).all()
+        matching = {row.id for row in rows if row.match}
+        before = {row.id for row in rows if row.was}
+        changed |= _apply(session, workspace_id, definition, matching, before, now=now, emit=emit)
+        if definition.deps.timed:
+            session.execute(
+                delete(SegmentTimer).where(
+                    SegmentTimer.segment_id == definition.id, SegmentTimer.person_id.in_(chunk)
+                )
+            )
+            due = [(row.id, row.due) for row in rows if len(row) > 3 and row.due is not None]
+            if due:
+                session.execute(
+                    insert(SegmentTimer),
+                    [
+                        {
+                            "segment_id": definition.id,
+                            "person_id": p,
+                            "workspace_id": workspace_id,
+                            "due_at": int(at),
+                        }
+                        for p, at in due
+                    ],
+                )
     return changed
 
 
 def evaluate_range(
     session: Session, workspace_id: int, definition: Definition, low: int, high: int, *, now: int, emit: bool
 ) -> set[int]:
-    """Bulk build: the people whose key lies in [low, high]."""
-    return _evaluate_where(
-        session,
-        workspace_id,
-        definition,
-        Person.id.between(low, high),
-        id_range=(low, high),
-        now=now,
-        emit=emit,
-    )
-
-
-def _evaluate_where(
-    session: Session,
-    workspace_id: int,
-    definition: Definition,
-    people_filter: object,
-    *,
-    now: int,
-    emit: bool,
-    chunk_ids: list[int] | None = None,
-    id_range: tuple[int, int] | None = None,
-) -> set[int]:
+    """Bulk build: bring the membership of the people whose key lies in [low, high] up to date."""
     ctx = compiler.Context(workspace_id=workspace_id, now=now)
+    in_range = Person.id.between(low, high)
     matching = set(
         session.execute(
             select(Person.id).where(
-                Person.workspace_id == workspace_id,
-                people_filter,  # type: ignore[arg-type]
-                compiler.predicate(definition.condition, ctx),
+                _workspace(workspace_id), in_range, compiler.predicate(definition.condition, ctx)
             )
         ).scalars()
     )
-    members = select(SegmentMembership.person_id).where(SegmentMembership.segment_id == definition.id)
-    if chunk_ids is not None:
-        members = members.where(SegmentMembership.person_id.in_(chunk_ids))
-    elif id_range is not None:
-        members = members.where(SegmentMembership.person_id.between(*id_range))
-    before = set(session.execute(members).scalars())
+    before = set(
+        session.execute(
+            select(SegmentMembership.person_id).where(
+                SegmentMembership.segment_id == definition.id,
+                SegmentMembership.person_id.between(low, high),
+            )
+        ).scalars()
+    )
+    changed = _apply(session, workspace_id, definition, matching, before, now=now, emit=emit)
+    if definition.deps.timed:
+        session.execute(
+            delete(SegmentTimer).where(
+                SegmentTimer.segment_id == definition.id, SegmentTimer.person_id.between(low, high)
+            )
+        )
+        due = compiler.next_change(definition.condition, ctx)
+        if due is not None:
+            # Computed once per person in a derived table, then written by the database itself.
+            per_person = (
+                select(Person.id.label("person_id"), due.label("due_at"))
+                .where(_workspace(workspace_id), in_range)
+                .subquery()
+            )
+            session.execute(
+                insert(SegmentTimer).from_select(
+                    ["segment_id", "person_id", "workspace_id", "due_at"],
+                    select(
+                        literal(definition.id),
+                        per_person.c.person_id,
+                        literal(workspace_id),
+                        per_person.c.due_at,
+                    ).where(per_person.c.due_at.is_not(None)),
+                )
+            )
+    return changed
+
+
+def _apply(
+    session: Session,
+    workspace_id: int,
+    definition: Definition,
+    matching: set[int],
+    before: set[int],
+    *,
+    now: int,
+    emit: bool,
+) -> set[int]:
     entered, exited = matching - before, before - matching
     if entered:
         session.execute(
@@ -400,56 +506,18 @@ def _evaluate_where(
                 for p in sorted(entered)
             ],
         )
-    if exited:
-        for chunk in _chunks(sorted(exited), CHUNK):
-            session.execute(
-                delete(SegmentMembership).where(
-                    SegmentMembership.segment_id == definition.id, SegmentMembership.person_id.in_(chunk)
-                )
+    for chunk in _chunks(sorted(exited), CHUNK):
+        session.execute(
+            delete(SegmentMembership).where(
+                SegmentMembership.segment_id == definition.id, SegmentMembership.person_id.in_(chunk)
             )
+        )
     if emit:
         for person_id in sorted(entered):
             _transition(session, workspace_id, definition.id, person_id, entered=True, now=now)
         for person_id in sorted(exited):
             _transition(session, workspace_id, definition.id, person_id, entered=False, now=now)
-    if definition.deps.timed:
-        _set_timers(session, workspace_id, definition, people_filter, chunk_ids, id_range, ctx)
     return entered | exited
-
-
-def _set_timers(
-    session: Session,
-    workspace_id: int,
-    definition: Definition,
-    people_filter: object,
-    chunk_ids: list[int] | None,
-    id_range: tuple[int, int] | None,
-    ctx: compiler.Context,
-) -> None:
-    clear = delete(SegmentTimer).where(SegmentTimer.segment_id == definition.id)
-    if chunk_ids is not None:
-        clear = clear.where(SegmentTimer.person_id.in_(chunk_ids))
-    elif id_range is not None:
-        clear = clear.where(SegmentTimer.person_id.between(*id_range))
-    session.execute(clear)
-    due = compiler.next_change(definition.condition, ctx)
-    if due is None:
-        return
-    rows = session.execute(
-        select(Person.id, due).where(
-            Person.workspace_id == workspace_id,
-            people_filter,  # type: ignore[arg-type]
-            due.is_not(None),
-        )
-    ).all()
-    if rows:
-        session.execute(
-            insert(SegmentTimer),
-            [
-                {"segment_id": definition.id, "person_id": p, "workspace_id": workspace_id, "due_at": int(at)}
-                for p, at in rows
-            ],
-        )
 
 
 def _transition(
