@@ -26,6 +26,7 @@ from tidings.segments.conditions import (
     ObjectCondition,
     Or,
     Test,
+    dependencies,
 )
 
 PLAIN_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
@@ -269,7 +270,18 @@ def event_holds(condition: EventCondition, person: PersonData, now: int) -> bool
 
 
 def next_change_py(condition: Condition, person: PersonData, now: int) -> int | None:
-    """The earliest candidate instant > now over the time-dependent leaves (see the contract), or None."""
+    """The condition's next_change (see the contract): the first instant > now at which its result could
+    change with no new data, or None."""
+    if isinstance(condition, Not):
+        return next_change_py(condition.item, person, now)
+    if isinstance(condition, And | Or):
+        untimed = [item for item in condition.items if not dependencies(item).timed]
+        held = [evaluate(item, person, now) for item in untimed]
+        # A false untimed item decides an and, a true one an or, until data changes.
+        if (isinstance(condition, And) and not all(held)) or (isinstance(condition, Or) and any(held)):
+            return None
+        dues = [next_change_py(item, person, now) for item in condition.items if dependencies(item).timed]
+        return min((due for due in dues if due is not None), default=None)
     candidates = [c for c in leaf_candidates(condition, person, now) if c is not None and c > now]
     return min(candidates, default=None)
 
@@ -289,10 +301,6 @@ def first_ahead(now: int, *candidates: int) -> int | None:
 
 
 def leaf_candidates(condition: Condition, person: PersonData, now: int) -> list[int | None]:
-    if isinstance(condition, And | Or):
-        return [c for item in condition.items for c in leaf_candidates(item, person, now)]
-    if isinstance(condition, Not):
-        return leaf_candidates(condition.item, person, now)
     if isinstance(condition, AttributeCondition):
         test = condition.test
         x = person_reading(person, test.field).number
@@ -315,19 +323,32 @@ def leaf_candidates(condition: Condition, person: PersonData, now: int) -> list[
             if condition.timing.operator == "newer_than":
                 return [first_ahead(now, min(stamp, HORIZON), leaves)]
             return [first_ahead(now, leaves)]
-        if condition.within_days is None:
+        days = condition.within_days
+        if days is None:
             return []
-        inside = [e.timestamp for e in events if in_window(e.timestamp, condition.within_days, now)]
-        return [window_leaves(inside, condition.within_days, now)]
+        inside = [e.timestamp for e in events if in_window(e.timestamp, days, now)]
+        n = condition.count
+        # The count only falls as time passes: at_least n can only become false, at_most n only true.
+        if condition.count_operator == "at_least":
+            return [nth_leaves(inside, n, days, now)] if n > 0 else []
+        if condition.count_operator == "at_most":
+            return [nth_leaves(inside, n + 1, days, now)]
+        more = nth_leaves(inside, n + 1, days, now)
+        if more is not None or n == 0:
+            return [more]
+        return [nth_leaves(inside, n, days, now)]
     if isinstance(condition, MessageCondition):
         if condition.within_days is None:
             return []
         inside = [s for s in message_times(person, condition) if in_window(s, condition.within_days, now)]
-        return [window_leaves(inside, condition.within_days, now)]
+        return [nth_leaves(inside, 1, condition.within_days, now)]
     return []
 
 
-def window_leaves(stamps: list[int], days: float, now: int) -> int | None:
-    if not stamps:
+def nth_leaves(stamps: list[int], n: int, days: float, now: int) -> int | None:
+    """When the n-th latest of ``stamps`` (those inside a window of ``days``) leaves the window, or None
+    with fewer than n."""
+    if len(stamps) < n:
         return None
-    return first_ahead(now, min(min(stamps) + math.floor(days * DAY) + 1, HORIZON))
+    nth = sorted(stamps, reverse=True)[n - 1]
+    return first_ahead(now, min(nth + math.floor(days * DAY) + 1, HORIZON))

@@ -39,6 +39,7 @@ from tidings.segments.conditions import (
     AttributeCondition,
     Condition,
     EventCondition,
+    MessageCondition,
     dependencies,
     parse,
 )
@@ -592,6 +593,82 @@ def test_devices_objects_segments_and_messages(db: Database) -> None:
     }
 
 
+def test_next_change_only_when_time_can_flip_the_result(db: Database) -> None:
+    """Windows only lose rows as time passes, and untimed parts of and / or hold until data changes: no
+    instant is named when the result cannot flip by time alone."""
+
+    def buys(*days_ago: float) -> list[EventRow]:
+        return [EventRow("event", "purchase", int(NOW - d * DAY)) for d in days_ago]
+
+    ask = Examples(
+        db,
+        person("member", attributes={"plan": "pro"}, events=buys(1, 5, 10, 20, 40)),
+        person("free", attributes={"plan": "free"}, events=buys(2, 4, 6)),
+        person("few", attributes={"plan": "pro"}, events=buys(3, 25)),
+        person("none", attributes={"plan": "pro"}),
+    )
+    pro = attribute("plan", "eq", "pro")
+
+    def purchases(operator: str, n: int) -> Json:
+        return {
+            "event": {"name": "purchase", "count": {"operator": operator, "value": n}, "within": {"days": 30}}
+        }
+
+    # at_least: only while true, when the n-th latest purchase leaves the window (then it is false).
+    assert ask(purchases("at_least", 3)) == {"member", "free"}
+    assert ask.next_change(purchases("at_least", 3)) == {
+        "member": NOW + 20 * DAY + 1,
+        "free": NOW + 24 * DAY + 1,
+        "few": None,
+        "none": None,
+    }
+    assert ask(purchases("at_least", 3), now=NOW + 20 * DAY + 1) == {"free"}
+    # The benchmark's segment: a false untimed item settles the and.
+    segment = {"and": [pro, purchases("at_least", 3)]}
+    assert ask(segment) == {"member"}
+    assert ask.next_change(segment) == {"member": NOW + 20 * DAY + 1, "free": None, "few": None, "none": None}
+    assert ask.next_change({"not": segment}) == ask.next_change(segment)
+    # at_most: only while false, when the (n + 1)-th latest leaves (then it is true).
+    assert ask(purchases("at_most", 2)) == {"few", "none"}
+    assert ask.next_change(purchases("at_most", 2)) == {
+        "member": NOW + 20 * DAY + 1,
+        "free": NOW + 24 * DAY + 1,
+        "few": None,
+        "none": None,
+    }
+    # exactly: both ways.
+    assert ask(purchases("exactly", 2)) == {"few"}
+    assert ask.next_change(purchases("exactly", 2)) == {
+        "member": NOW + 20 * DAY + 1,
+        "free": NOW + 24 * DAY + 1,
+        "few": NOW + 5 * DAY + 1,
+        "none": None,
+    }
+    assert ask.next_change(purchases("exactly", 0)) == {
+        "member": NOW + 29 * DAY + 1,
+        "free": NOW + 28 * DAY + 1,
+        "few": NOW + 27 * DAY + 1,
+        "none": None,
+    }
+    # at_least 0 always holds.
+    assert ask.next_change(purchases("at_least", 0)) == dict.fromkeys(["member", "free", "few", "none"])
+    # A true untimed item settles an or.
+    assert ask.next_change({"or": [pro, purchases("at_least", 3)]}) == {
+        "member": None,
+        "free": NOW + 24 * DAY + 1,
+        "few": None,
+        "none": None,
+    }
+    # Several timed items: the first of their instants.
+    either = {"or": [purchases("at_least", 3), purchases("exactly", 2)]}
+    assert ask.next_change(either) == {
+        "member": NOW + 20 * DAY + 1,
+        "free": NOW + 24 * DAY + 1,
+        "few": NOW + 5 * DAY + 1,
+        "none": None,
+    }
+
+
 def test_other_workspaces_rows_never_count(db: Database) -> None:
     """Rows of another workspace that point at this workspace's people (or deliveries) are ignored."""
     ask = Examples(db, person("p", deliveries=[DeliveryRow("email", NOW, [])]))
@@ -942,8 +1019,17 @@ def check(world: World, condition: Condition, now: int) -> None:
         # A lone relative test or timed event flips exactly then (unless its window is shorter than a
         # second: newer_than 0 days of a fractional instant holds at no whole second, so its candidates
         # are early, which is allowed).
-        exact = (isinstance(condition, AttributeCondition) and condition.test.value != 0) or (
-            isinstance(condition, EventCondition) and condition.timing is not None
+        # The same for a lone window of at_least / at_most (ties may make exactly skip its count) or of
+        # messages.
+        exact = (
+            (isinstance(condition, AttributeCondition) and condition.test.value != 0)
+            or (isinstance(condition, EventCondition) and condition.timing is not None)
+            or (
+                isinstance(condition, EventCondition)
+                and condition.within_days is not None
+                and condition.count_operator != "exactly"
+            )
+            or (isinstance(condition, MessageCondition) and condition.within_days is not None)
         )
         if exact and due is not None and due < HORIZON:
             assert evaluate(condition, p, due) != result
@@ -1000,6 +1086,31 @@ time_leaves = st.one_of(
 )
 
 
+untimed_leaves = st.one_of(
+    attribute_tests(["plan", "n", "at"], relative=False).map(lambda t: {"attribute": t}),
+    st.builds(
+        lambda i, inverse: {"segment": {"index": i, "inverse": inverse}},
+        st.sampled_from([0, 1]),
+        st.booleans(),
+    ),
+    st.builds(
+        lambda platform, inverse: {"device": {"platform": platform, "inverse": inverse}},
+        st.sampled_from([None, "ios"]),
+        st.booleans(),
+    ),
+)
+# Timed and untimed items under and / or / not: untimed ones decide when no instant is named.
+mixed_conditions = st.recursive(
+    st.one_of(time_leaves, untimed_leaves),
+    lambda children: st.one_of(
+        st.lists(children, min_size=1, max_size=3).map(lambda items: {"and": items}),
+        st.lists(children, min_size=1, max_size=3).map(lambda items: {"or": items}),
+        children.map(lambda item: {"not": item}),
+    ),
+    max_leaves=4,
+)
+
+
 @PROPERTY_SETTINGS
 @given(population=populations, data=st.data())
 def test_next_change_agrees_with_the_oracle(
@@ -1009,7 +1120,9 @@ def test_next_change_agrees_with_the_oracle(
     world = World(db)
     world.add(*population)
     timed = st.one_of(
-        time_leaves, st.lists(time_leaves, min_size=2, max_size=3).map(lambda items: {"or": items})
+        time_leaves,
+        st.lists(time_leaves, min_size=2, max_size=3).map(lambda items: {"or": items}),
+        mixed_conditions,
     )
     for _ in range(10):
         condition = world.condition(data.draw(timed, label="condition"))

@@ -63,20 +63,38 @@ Other leaves (``inverse`` negates each of them):
 
 Time windows have no upper end: a future-dated event or report counts as inside its window.
 
-next_change: the minimum over the time-dependent leaves of the next instant > now at which that leaf's
-value changes with no new data (NULL when none), where H = 253402300800 (year 10000) caps every candidate
-(an instant past H is reported as H: early is allowed, late is not), and with x = num(v), S = N·D (or W·D):
+next_change: the next instant > now at which the condition's result could change with no new data, or NULL
+when it provably cannot; early is allowed, late is not. A condition is *timed* when it holds a relative
+operator, a ``within`` of days or a ``timing`` (``dependencies(c).timed``); an untimed one never changes
+by the passage of time alone (segment memberships included: they change as data). Then:
 
-- ``older_than``: floor(x + S) + 1 (the first whole second with x < t - S);
-- ``newer_than``: ceil(x) (becomes true) and floor(x + S) + 1 (becomes false);
-- ``within_next``: ceil(x - S) (becomes true) and floor(x) + 1 (becomes false);
-- a counted event window: m + floor(S) + 1 with m the earliest timestamp inside the window (when it
-  leaves); likewise ``sent`` on created_at and report windows on the report timestamp;
-- a timed event: t + floor(N·D) + 1, and for ``newer_than`` also t itself.
+- ``not``: its item's next_change.
+- ``and``: NULL while any untimed item is false (the ``and`` stays false until data changes); otherwise
+  the least of its timed items' next_change. ``or``: NULL while any untimed item is true; otherwise the
+  least of its timed items'. (An untimed condition has none; ``inverse`` does not matter: a leaf and its
+  inverse flip at the same instants.)
+- A leaf: the next instant > now at which its value can change (NULL when none), where H = 253402300800
+  (year 10000) caps every candidate (an instant past H is reported as H), and with x = num(v),
+  S = N·D (or W·D):
 
-Only candidates > now count (a candidate from a negative instant never does). Between now and next_change
-the predicate's result cannot change unless data changes. :func:`next_change` returns Python ``None`` when
-the condition has no time-dependent part at all (no relative operator, ``within`` or ``timing``).
+  - ``older_than``: floor(x + S) + 1 (the first whole second with x < t - S; it is > now only while the
+    test is false: once true it stays true);
+  - ``newer_than``: ceil(x) (becomes true) and floor(x + S) + 1 (becomes false);
+  - ``within_next``: ceil(x - S) (becomes true) and floor(x) + 1 (becomes false);
+  - a counted event window: with t_k the k-th latest timestamp inside the window, t_k + floor(S) + 1, the
+    instant it leaves (none when fewer than k are inside). As time passes the count only falls, so
+    ``at_least n`` (n >= 1) can only become false: k = n (none while it is false); ``at_most n`` can only
+    become true: k = n + 1 (none while it is true); ``exactly n``: k = n + 1 (becomes true, or skips n on
+    a tie), else k = n when n >= 1 (becomes false); ``at_least 0``: none;
+  - ``sent`` and report windows, like ``at_least 1``: the latest created_at (report timestamp) inside the
+    window + floor(S) + 1 (none while there is none);
+  - a timed event: t + floor(N·D) + 1, and for ``newer_than`` also t itself.
+
+  Only candidates > now count (a candidate from a negative instant never does); of several, the first.
+
+Between now and next_change the predicate's result cannot change unless data changes. :func:`next_change`
+returns Python ``None`` when the condition has no time-dependent part at all (no relative operator,
+``within`` or ``timing``).
 """
 
 from __future__ import annotations
@@ -142,7 +160,6 @@ from tidings.segments.conditions import (
     ObjectCondition,
     Or,
     Test,
-    walk,
 )
 
 __all__ = ["HORIZON", "Context", "next_change", "predicate"]
@@ -175,28 +192,12 @@ def next_change(condition: Condition, ctx: Context) -> ColumnElement[int] | None
     """A scalar SQL expression correlated to ``people``: the earliest unix time > ctx.now at which the
     condition's result for that person could flip with no new data (a window edge passing), or NULL
     when there is none. None (Python) when the condition has no time-dependent part at all."""
-    compiler = _Compiler(ctx)
-    timed = False
-    candidates: list[ColumnElement[int]] = []
-    for node in walk(condition):
-        if isinstance(node, AttributeCondition) and node.test.operator in RELATIVE_OPERATORS:
-            timed = True
-            candidate = compiler.attribute_change(node.test)
-        elif isinstance(node, EventCondition) and (node.within_days is not None or node.timing is not None):
-            timed = True
-            candidate = compiler.event_change(node)
-        elif isinstance(node, MessageCondition) and node.within_days is not None:
-            timed = True
-            candidate = compiler.message_change(node)
-        else:
-            continue
-        if candidate is not None:
-            candidates.append(candidate)
+    timed, due = _Compiler(ctx).change(condition)
     if not timed:
         return None
-    if not candidates:
+    if due is None:
         return cast(null(), BigInteger())
-    return _least(candidates)
+    return due
 
 
 # -- one expression per dialect ---------------------------------------------------------------------------
@@ -581,7 +582,8 @@ class _Compiler:
             return select(func.coalesce(test, false())).where(*where).scalar_subquery()
         if node.within_days is not None:
             where.append(Event.timestamp >= self.since(node.within_days))
-        rows = select(Event.id).where(*where)
+        # A constant, not a column: nothing of the row is needed, only whether it is there.
+        rows = select(_const("1", Integer())).select_from(Event).where(*where)
         count = node.count
         # "At least n" is "the n-th row exists": a bounded index range scan instead of a full count.
         if node.count_operator == "at_least":
@@ -688,22 +690,76 @@ class _Compiler:
             return leaves
         return func.coalesce(self.after_now(_clip(stamp, -HORIZON, HORIZON)), leaves)
 
-    def event_change(self, node: EventCondition) -> ColumnElement[int]:
+    def event_change(self, node: EventCondition) -> ColumnElement[int] | None:
         where = self.event_where(node)
         if node.timing is not None:
             timing = node.timing
             stamp = func.min(Event.timestamp) if timing.which == "first" else func.max(Event.timestamp)
             candidate = self.leaving(stamp, timing.days, arriving=timing.operator == "newer_than")
             return select(candidate).where(*where).scalar_subquery()
-        assert node.within_days is not None
-        where.append(Event.timestamp >= self.since(node.within_days))
-        candidate = self.leaving(func.min(Event.timestamp), node.within_days)
-        return select(candidate).where(*where).scalar_subquery()
+        days = node.within_days
+        assert days is not None
+        where.append(Event.timestamp >= self.since(days))
+        count = node.count
+
+        def nth_leaves(n: int) -> ColumnElement[int]:
+            """When the n-th latest event inside the window leaves it (NULL with fewer than n inside)."""
+            stamp = Event.timestamp.expression
+            rows = select(self.leaving(stamp, days)).where(*where).order_by(stamp.desc())
+            found: ColumnElement[int] = rows.limit(1).offset(n - 1).scalar_subquery()
+            return found
+
+        # The count only falls as time passes: at_least n can only become false, at_most n only true.
+        if node.count_operator == "at_least":
+            return nth_leaves(count) if count > 0 else None
+        if node.count_operator == "at_most":
+            return nth_leaves(count + 1)
+        if node.count_operator == "exactly":
+            more = nth_leaves(count + 1)
+            return more if count == 0 else func.coalesce(more, nth_leaves(count))
+        raise ValueError(f"unknown count operator {node.count_operator!r}")
 
     def message_change(self, node: MessageCondition) -> ColumnElement[int]:
+        """When the latest matching delivery (report) inside the window leaves it: "sent" and reports
+        within a window can only become false."""
         assert node.within_days is not None
         where, stamp = self.message_rows(node)
-        return select(self.leaving(func.min(stamp), node.within_days)).where(*where).scalar_subquery()
+        return select(self.leaving(func.max(stamp), node.within_days)).where(*where).scalar_subquery()
+
+    def change(self, node: Condition) -> tuple[bool, ColumnElement[int] | None]:
+        """Whether ``node`` is timed, and its next_change (None: NULL for everyone)."""
+        if isinstance(node, Not):
+            return self.change(node.item)
+        if isinstance(node, And | Or):
+            parts = [(item, *self.change(item)) for item in node.items]
+            untimed = [item for item, timed, _ in parts if not timed]
+            if len(untimed) == len(parts):
+                return False, None
+            candidates = [due for _, _, due in parts if due is not None]
+            if not candidates:
+                return True, None
+            least = _least(candidates)
+            if not untimed:
+                return True, least
+            # Untimed items keep their value until data changes: a false one decides an and, a true one
+            # an or, until data changes.
+            held = [self.condition(item) for item in untimed]
+            open_ = and_(*held) if isinstance(node, And) else not_(or_(*held))
+            guarded: ColumnElement[int] = case((open_, least), else_=cast(null(), BigInteger()))
+            return True, guarded
+        if isinstance(node, AttributeCondition):
+            if node.test.operator not in RELATIVE_OPERATORS:
+                return False, None
+            return True, self.attribute_change(node.test)
+        if isinstance(node, EventCondition):
+            if node.within_days is None and node.timing is None:
+                return False, None
+            return True, self.event_change(node)
+        if isinstance(node, MessageCondition):
+            if node.within_days is None:
+                return False, None
+            return True, self.message_change(node)
+        return False, None
 
 
 def _inverse(expression: ColumnElement[bool], inverse: bool) -> ColumnElement[bool]:
