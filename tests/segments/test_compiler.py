@@ -34,7 +34,7 @@ from tidings.models import (
     Segment,
     SegmentMembership,
 )
-from tidings.segments.compiler import HORIZON, Context, next_change, predicate
+from tidings.segments.compiler import HORIZON, Context, next_change, predicate, time_parameters
 from tidings.segments.conditions import (
     AttributeCondition,
     Condition,
@@ -207,21 +207,40 @@ class World:
         return document
 
     def matching(self, condition: Condition, now: int = NOW) -> set[int]:
-        ctx = Context(workspace_id=self.workspace_id, now=now)
-        with self.db.read_session() as session:
+        """Members by the statement built for ``now`` — checked equal to the live statement (built once,
+        time bound at execution) run at the same instant."""
+        results = []
+        for ctx in self._contexts(now):
             query = select(Person.id).where(
                 Person.workspace_id == self.workspace_id, predicate(condition, ctx)
             )
-            return set(session.scalars(query))
+            # Twice each: the second run goes through SQLAlchemy's cache of compiled statements.
+            for _ in range(2):
+                with self.db.read_session() as session:
+                    results.append(set(session.scalars(query, time_parameters(query)(now))))
+        assert results[0] == results[1] == results[2] == results[3], "live and fixed-time statements disagree"
+        return results[0]
 
     def next_changes(self, condition: Condition, now: int = NOW) -> dict[int, int | None] | None:
-        ctx = Context(workspace_id=self.workspace_id, now=now)
-        due = next_change(condition, ctx)
-        if due is None:
-            return None
-        with self.db.read_session() as session:
+        results: list[dict[int, int | None]] = []
+        for ctx in self._contexts(now):
+            due = next_change(condition, ctx)
+            if due is None:
+                return None
             query = select(Person.id, due).where(Person.workspace_id == self.workspace_id)
-            return {row[0]: row[1] for row in session.execute(query)}
+            for _ in range(2):
+                with self.db.read_session() as session:
+                    rows = session.execute(query, time_parameters(query)(now))
+                    results.append({row[0]: row[1] for row in rows})
+        assert results[0] == results[1] == results[2] == results[3], "live and fixed-time statements disagree"
+        return results[0]
+
+    def _contexts(self, now: int) -> tuple[Context, Context]:
+        # The live one is built for another instant on purpose: only the execution time may count.
+        return (
+            Context(workspace_id=self.workspace_id, now=now),
+            Context(workspace_id=self.workspace_id, now=now - 12345, live=True),
+        )
 
 
 @pytest.fixture

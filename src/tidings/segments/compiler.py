@@ -100,7 +100,7 @@ returns Python ``None`` when the condition has no time-dependent part at all (no
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -129,9 +129,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import CompileError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.sql.selectable import FromClause
-from sqlalchemy.sql.visitors import InternalTraversal
+from sqlalchemy.sql.visitors import InternalTraversal, iterate
 from sqlalchemy.types import TypeEngine
 
 from tidings.models import (
@@ -162,7 +162,7 @@ from tidings.segments.conditions import (
     Test,
 )
 
-__all__ = ["HORIZON", "Context", "next_change", "predicate"]
+__all__ = ["HORIZON", "Context", "next_change", "predicate", "time_parameters"]
 
 T = TypeVar("T")
 
@@ -181,6 +181,42 @@ EXACT_INTEGERS = 2**53
 class Context:
     workspace_id: int
     now: int  # unix seconds; relative-time and window conditions are judged at this instant
+    # Live: every value derived from the time is a named bind parameter (``time_*``) whose value the
+    # caller passes when executing: ``time_parameters(statement)(now)`` (``now`` is then ignored). One
+    # statement then serves every instant, so callers can build it once and keep it: building a
+    # condition's SQL costs far more than running it for a few people.
+    live: bool = False
+
+
+# Live time parameters: the name says how the value follows from now (seconds; days as a tag).
+_TIME_PREFIX = "time_"
+_TIME_FORMULAS: dict[str, Callable[[int, float], float]] = {
+    "now": lambda now, _days: now,
+    "nowf": lambda now, _days: float(now),
+    "since": lambda now, days: math.ceil(now - days * DAY),
+    "ago": lambda now, days: now - days * DAY,
+    "ahead": lambda now, days: now + days * DAY,
+}
+
+
+def _time_name(formula: str, days: float) -> str:
+    # repr of a finite float holds digits, ".", "-", "+" and "e" only; spelled so a bind name can hold it.
+    return f"{_TIME_PREFIX}{formula}_{repr(days).replace('.', 'd').replace('-', 'm').replace('+', 'p')}"
+
+
+def time_parameters(statement: Any) -> Callable[[int], dict[str, Any]]:
+    """For a statement holding live time parameters: a function from now to their values."""
+    wanted: dict[str, tuple[str, float]] = {}
+    for element in iterate(statement):
+        if isinstance(element, BindParameter) and str(element.key).startswith(_TIME_PREFIX):
+            formula, tag = str(element.key)[len(_TIME_PREFIX) :].split("_", 1)
+            days = float(tag.replace("d", ".").replace("m", "-").replace("p", "+"))
+            wanted[str(element.key)] = (formula, days)
+
+    def values(now: int) -> dict[str, Any]:
+        return {name: _TIME_FORMULAS[formula](now, days) for name, (formula, days) in wanted.items()}
+
+    return values
 
 
 def predicate(condition: Condition, ctx: Context) -> ColumnElement[bool]:
@@ -464,14 +500,20 @@ def _name_test(column: SQLColumnExpression[str], name: NameMatch) -> ColumnEleme
 class _Compiler:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.now = ctx.now
 
-    def time(self, value: int) -> ColumnElement[int]:
-        return literal(value, BigInteger())
+    def from_now(self, formula: str, days: float, type_: TypeEngine[Any]) -> ColumnElement[Any]:
+        """A value following from now (see ``_TIME_FORMULAS``): fixed at ``ctx.now``, or (live) a named
+        parameter given at execution."""
+        if not self.ctx.live:
+            return literal(_TIME_FORMULAS[formula](self.ctx.now, days), type_)
+        return bindparam(_time_name(formula, days), type_=type_)
 
-    def since(self, days: float) -> int:
+    def current(self) -> ColumnElement[int]:
+        return self.from_now("now", 0.0, BigInteger())
+
+    def since(self, days: float) -> ColumnElement[int]:
         """The first whole second inside a window of ``days`` ending now (timestamp >= now - days·D)."""
-        return math.ceil(self.now - days * DAY)
+        return self.from_now("since", days, BigInteger())
 
     # -- predicate --
 
@@ -545,13 +587,15 @@ class _Compiler:
         if operator == "between":
             low, high = operand
             return and_(number >= float(low), number <= float(high))
-        now, days = float(self.now), float(operand)
+        days = float(operand)
+        now = self.from_now("nowf", 0.0, Float())
+        ago = self.from_now("ago", days, Float())
         if operator == "older_than":
-            return number < self.now - days * DAY
+            return number < ago
         if operator == "newer_than":
-            return and_(number >= self.now - days * DAY, number <= now)
+            return and_(number >= ago, number <= now)
         if operator == "within_next":
-            return and_(number >= now, number <= self.now + days * DAY)
+            return and_(number >= now, number <= self.from_now("ahead", days, Float()))
         raise ValueError(f"unknown operator {operator!r}")
 
     # -- events --
@@ -574,11 +618,11 @@ class _Compiler:
         if node.timing is not None:
             timing = node.timing
             stamp = func.min(Event.timestamp) if timing.which == "first" else func.max(Event.timestamp)
-            since = self.time(self.since(timing.days))
+            since = self.since(timing.days)
             if timing.operator == "older_than":
                 test = stamp < since
             else:
-                test = and_(stamp >= since, stamp <= self.time(self.now))
+                test = and_(stamp >= since, stamp <= self.current())
             return select(func.coalesce(test, false())).where(*where).scalar_subquery()
         if node.within_days is not None:
             where.append(Event.timestamp >= self.since(node.within_days))
@@ -650,7 +694,7 @@ class _Compiler:
 
     def after_now(self, value: ColumnElement[int]) -> ColumnElement[int]:
         """``value`` when it is > now, else NULL."""
-        now = self.time(self.now)
+        now = self.current()
         sqlite = func.nullif(func.max(value, now), now)
         postgresql = func.nullif(func.greatest(value, now), now)
         return _Switch(sqlite, postgresql, BigInteger())

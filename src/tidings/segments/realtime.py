@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -346,26 +346,30 @@ def lock_for_build(session: Session, segment_id: int) -> None:
         session.execute(select(func.pg_advisory_xact_lock(SEGMENT_LOCK, segment_id)))
 
 
-# Real-time statements, built once per segment generation, workspace and second: building a condition's
-# SQL costs far more than running it for a handful of people (measured ~1 ms a segment), and under load
-# the same segments are evaluated many times within one second.
-_STATEMENTS: OrderedDict[tuple[Condition, int, int, int, bool], Select[Any]] = OrderedDict()
+# Real-time statements, built once per segment condition and workspace and kept: building a condition's
+# SQL costs far more than running it for a handful of people (measured ~1 ms a segment). They are live
+# (see compiler.Context): the time is bound when they execute.
+_STATEMENTS: OrderedDict[
+    tuple[Condition, int, int, bool], tuple[Select[Any], Callable[[int], dict[str, Any]]]
+] = OrderedDict()
 _STATEMENTS_MAX = 1024
 _statements_lock = threading.Lock()
 
 
-def _people_statement(workspace_id: int, definition: Definition, now: int, postgres: bool) -> Select[Any]:
+def _people_statement(
+    workspace_id: int, definition: Definition, postgres: bool
+) -> tuple[Select[Any], Callable[[int], dict[str, Any]]]:
     """Per person of ``:ids``: does the condition hold, were they a member, and (time-dependent segments)
     when can the result next flip."""
     # The condition itself is part of the key (it is hashable): one process may serve several databases
     # (tests, tools) where the same segment id and generation mean different conditions.
-    key = (definition.condition, definition.id, workspace_id, now, postgres)
+    key = (definition.condition, definition.id, workspace_id, postgres)
     with _statements_lock:
         cached = _STATEMENTS.get(key)
         if cached is not None:
             _STATEMENTS.move_to_end(key)
             return cached
-    ctx = compiler.Context(workspace_id=workspace_id, now=now)
+    ctx = compiler.Context(workspace_id=workspace_id, now=0, live=True)
     was = (
         select(literal(1))
         .where(SegmentMembership.segment_id == definition.id, SegmentMembership.person_id == Person.id)
@@ -382,11 +386,12 @@ def _people_statement(workspace_id: int, definition: Definition, now: int, postg
     statement = select(*columns).where(
         _workspace(workspace_id), Person.id.in_(bindparam("ids", expanding=True))
     )
+    built = (statement, compiler.time_parameters(statement))
     with _statements_lock:
-        _STATEMENTS[key] = statement
+        _STATEMENTS[key] = built
         while len(_STATEMENTS) > _STATEMENTS_MAX:
             _STATEMENTS.popitem(last=False)
-    return statement
+    return built
 
 
 def _workspace(workspace_id: int) -> ColumnElement[bool]:
@@ -407,10 +412,11 @@ def evaluate(
     """Bring ``definition``'s membership up to date for these people; return those who entered or left.
     One statement per chunk reads everything needed (match, membership, next flip)."""
     postgres = session.get_bind().dialect.name == "postgresql"
-    statement = _people_statement(workspace_id, definition, now, postgres)
+    statement, time_values = _people_statement(workspace_id, definition, postgres)
+    times = time_values(now)
     changed: set[int] = set()
     for chunk in _chunks(person_ids, CHUNK):
-        rows = session.execute(statement, {"ids": chunk}).all()
+        rows = session.execute(statement, {"ids": chunk, **times}).all()
         matching = {row.id for row in rows if row.match}
         before = {row.id for row in rows if row.was}
         changed |= _apply(session, workspace_id, definition, matching, before, now=now, emit=emit)
