@@ -45,3 +45,28 @@ def record(
             "delivery_type": delivery_type,
         },
     )
+
+
+def record_many(
+    session: Session, workspace_id: int, entries: list[tuple[int | None, str, int, dict[str, Any]]]
+) -> None:
+    """Several entries (person, type, time, data) in one executemany."""
+    if not entries:
+        return
+    session.connection().execute(
+        _INSERT,
+        [
+            {
+                "workspace_id": workspace_id,
+                "person_id": person_id,
+                "activity_id": new_ulid(),
+                "type": type_,
+                "name": None,
+                "timestamp": now,
+                "data": data,
+                "delivery_id": None,
+                "delivery_type": None,
+            }
+            for person_id, type_, now, data in entries
+        ],
+    )

@@ -88,11 +88,11 @@ def touched(
 def leaving(session: Session, workspace_id: int, person_id: int, *, now: int) -> None:
     """A person is about to be deleted (delete, suppress, merge): record their exits from every segment.
     Call before the rows go; the memberships themselves go with the person."""
-    rows = session.execute(
+    segment_ids = session.execute(
         select(SegmentMembership.segment_id).where(SegmentMembership.person_id == person_id)
     ).scalars()
-    for segment_id in rows:
-        _transition(session, workspace_id, segment_id, person_id, entered=False, now=now, log=False)
+    # No activities: the person's log goes with them.
+    _write_moves(session, workspace_id, [(s, person_id, False) for s in segment_ids], now=now, log=False)
     pending: _Pending | None = session.info.get(_PENDING)
     if pending is not None:
         pending.people.get(workspace_id, {}).pop(person_id, None)
@@ -109,8 +109,7 @@ def record_manual(
 ) -> None:
     """People added to or removed from a manual segment: their transitions, and the segments using it."""
     ids = list(person_ids)
-    for person_id in ids:
-        _transition(session, workspace_id, segment_id, person_id, entered=entered, now=now)
+    _write_moves(session, workspace_id, [(segment_id, p, entered) for p in ids], now=now)
     touched(session, workspace_id, ids, [f"segment:{segment_id}"], now=now)
 
 
@@ -301,6 +300,7 @@ def run(
     work = defaultdict(set, work)
     postgres = session.get_bind().dialect.name == "postgresql"
     locked: set[int] = set()
+    moves: Moves = []
     if postgres:
         _lock_people(session, sorted(set().union(*work.values())))
         locked = _lock_segments(session, sorted(work))
@@ -310,11 +310,12 @@ def run(
             continue
         if postgres and definition.id not in locked:
             locked |= _lock_segments(session, [definition.id])
-        changed = evaluate(session, workspace_id, definition, sorted(person_ids), now=now)
+        changed = evaluate(session, workspace_id, definition, sorted(person_ids), now=now, sink=moves)
         if fresh:
             changed |= person_ids & fresh
         for user in index.users.get(definition.id, ()):
             work[user].update(changed)
+    _write_moves(session, workspace_id, moves, now=now)
 
 
 def _lock_people(session: Session, person_ids: list[int]) -> None:
@@ -408,9 +409,11 @@ def evaluate(
     *,
     now: int,
     emit: bool = True,
+    sink: Moves | None = None,
 ) -> set[int]:
     """Bring ``definition``'s membership up to date for these people; return those who entered or left.
-    One statement per chunk reads everything needed (match, membership, next flip)."""
+    One statement per chunk reads everything needed (match, membership, next flip). With ``sink``, the
+    moves' transitions and activities are left there for the caller to write in one go."""
     postgres = session.get_bind().dialect.name == "postgresql"
     statement, time_values = _people_statement(workspace_id, definition, postgres)
     times = time_values(now)
@@ -419,7 +422,7 @@ def evaluate(
         rows = session.execute(statement, {"ids": chunk, **times}).all()
         matching = {row.id for row in rows if row.match}
         before = {row.id for row in rows if row.was}
-        changed |= _apply(session, workspace_id, definition, matching, before, now=now, emit=emit)
+        changed |= _apply(session, workspace_id, definition, matching, before, now=now, emit=emit, sink=sink)
         if definition.deps.timed:
             session.execute(
                 delete(SegmentTimer).where(
@@ -502,6 +505,7 @@ def _apply(
     *,
     now: int,
     emit: bool,
+    sink: Moves | None = None,
 ) -> set[int]:
     entered, exited = matching - before, before - matching
     if entered:
@@ -519,41 +523,35 @@ def _apply(
             )
         )
     if emit:
-        for person_id in sorted(entered):
-            _transition(session, workspace_id, definition.id, person_id, entered=True, now=now)
-        for person_id in sorted(exited):
-            _transition(session, workspace_id, definition.id, person_id, entered=False, now=now)
+        moves = [(definition.id, p, True) for p in sorted(entered)]
+        moves += [(definition.id, p, False) for p in sorted(exited)]
+        if sink is not None:
+            sink.extend(moves)
+        else:
+            _write_moves(session, workspace_id, moves, now=now)
     return entered | exited
 
 
-def _transition(
-    session: Session,
-    workspace_id: int,
-    segment_id: int,
-    person_id: int,
-    *,
-    entered: bool,
-    now: int,
-    log: bool = True,
-) -> None:
+# (segment, person, entered) awaiting their transition rows and activities.
+Moves = list[tuple[int, int, bool]]
+
+
+def _write_moves(session: Session, workspace_id: int, moves: Moves, *, now: int, log: bool = True) -> None:
+    """Transition rows (and, with ``log``, activities) for many moves in two executemany statements."""
+    if not moves:
+        return
     session.execute(
         insert(SegmentTransition),
-        {
-            "workspace_id": workspace_id,
-            "segment_id": segment_id,
-            "person_id": person_id,
-            "entered": entered,
-            "at": now,
-        },
+        [
+            {"workspace_id": workspace_id, "segment_id": s, "person_id": p, "entered": e, "at": now}
+            for s, p, e in moves
+        ],
     )
     if log:
-        activity.record(
+        activity.record_many(
             session,
             workspace_id,
-            person_id,
-            "entered_segment" if entered else "exited_segment",
-            now=now,
-            data={"segment_id": segment_id},
+            [(p, "entered_segment" if e else "exited_segment", now, {"segment_id": s}) for s, p, e in moves],
         )
 
 
