@@ -34,9 +34,9 @@ from sqlalchemy.engine import make_url
 
 from bench.load import machine_load
 from bench.server import RunningServer, start_server, stop_server, throwaway_database
+from tidings.config import Settings
 from tidings.db import Database
 from tidings.db.migrate import upgrade
-from tidings.segments import jobs
 from tidings.workspaces.service import create_workspace
 
 DAY = 86400
@@ -62,7 +62,7 @@ BUILD_TIMEOUT_SECONDS = 1800.0
 DUCKDB_REPEATS = 3
 SERVER_ENV = {"TIDINGS_WORKER_POLL_SECONDS": "0.05"}
 # People per build step (each step one worker job and one transaction).
-BUILD_STEP_PEOPLE = jobs.BUILD_STEP
+BUILD_STEP_PEOPLE: int = Settings.model_fields["segment_build_step"].default
 
 CONDITIONS: dict[str, Any] = {
     "and": [

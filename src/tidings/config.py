@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     # Maintenance: how long anonymous events wait to be linked, and how long Pipelines messageIds dedup.
     anonymous_event_retention_days: int = 30
     pipelines_dedup_days: int = 7
+    # People keys a segment build evaluates per step (one short transaction each).
+    segment_build_step: int = 50_000
     # FastAPI's OpenTelemetry spans, metrics and logs for every request. Off by default: with no provider
     # configured it still costs a provider lookup per request (measured ~8% of the HTTP thread in B1).
     opentelemetry: bool = False

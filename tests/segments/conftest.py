@@ -20,7 +20,13 @@ from tests.harness import Api, Server, postgres_database, start_server, stop_ser
 
 DAY = 86400
 DEADLINE_SECONDS = 15.0
-SERVER_ENV = {"TIDINGS_CLOCK_CONTROL": "true", "TIDINGS_WORKER_POLL_SECONDS": "0.1"}
+# Builds step through 25 people keys at a time, so every build here runs in several steps, with real-time
+# writes landing between them.
+SERVER_ENV = {
+    "TIDINGS_CLOCK_CONTROL": "true",
+    "TIDINGS_WORKER_POLL_SECONDS": "0.1",
+    "TIDINGS_SEGMENT_BUILD_STEP": "25",
+}
 
 Json = dict[str, Any]
 

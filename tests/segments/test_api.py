@@ -13,6 +13,7 @@ from tests.segments.conftest import (
     members,
     membership_page,
     ok,
+    search,
     segment_activities,
     segments_of,
     transitions,
@@ -318,3 +319,23 @@ def test_other_workspaces_cannot_see_or_change_a_segment(api: Api, other_api: Ap
     assert segment["name"] == "Pros"
     assert segment["conditions"] == PRO
     assert members(api, segment_id) == {"mine"}
+
+
+def test_real_time_writes_during_a_build_leave_it_exact(api: Api) -> None:
+    """A build runs in steps (25 people keys each here) while identifies change the very attribute the
+    segment tests, in people the build has reached and people it has not: when it finishes, the
+    membership equals a from-scratch evaluation, and the segment stayed exact afterwards."""
+    for index in range(120):
+        identify(api, f"p{index}", plan="pro" if index % 3 == 0 else "free")
+    segment_id = create_segment(api, "pros while building", PRO, wait=False)
+    flipped = 0
+    while get_segment(api, segment_id)["state"] != "finished" or flipped < 40:
+        index = (flipped * 7) % 120
+        identify(api, f"p{index}", plan="free" if flipped % 2 else "pro")
+        flipped += 1
+        if flipped > 2000:
+            raise AssertionError("the build did not finish")
+    assert members(api, segment_id) == search(api, PRO)
+    identify(api, "p1", plan="pro")
+    identify(api, "p0", plan="team")
+    assert members(api, segment_id) == search(api, PRO)

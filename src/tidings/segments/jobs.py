@@ -23,9 +23,8 @@ from tidings.segments.conditions import dependencies, parse
 from tidings.worker import queue
 
 BUILD_JOB = "segments.build"
-# People keys per build step: big enough that the per-step overhead vanishes, small enough that a step
-# is a short transaction (about a second on a 1M-person workspace).
-BUILD_STEP = 50_000
+# People keys per build step (settings.segment_build_step, 50,000 by default): big enough that the
+# per-step overhead vanishes, small enough that a step is a short transaction.
 TIMERS_PER_PASS = 5_000
 
 
@@ -45,7 +44,7 @@ def build_step(session: Session, payload: dict[str, Any], now: float, settings: 
         payload = {**payload, "first": first_id or 1, "last": last_id or 0}
         after = max(after, (first_id or 1) - 1)
     last, first = int(payload["last"]), int(payload["first"])
-    low, high = after + 1, after + BUILD_STEP
+    low, high = after + 1, after + max(1, settings.segment_build_step)
     if low > last:
         segment.state, segment.progress = "finished", None
         return
