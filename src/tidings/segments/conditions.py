@@ -42,26 +42,6 @@ class ConditionError(InvalidInput):
     """A condition document that cannot be used; ``field`` is the path of the offending part."""
 
 
-Operator = Literal[
-    "eq",
-    "exists",
-    "contains",
-    "starts_with",
-    "ends_with",
-    "gt",
-    "gte",
-    "lt",
-    "lte",
-    "between",
-    "in",
-    "is_true",
-    "is_false",
-    "older_than",
-    "newer_than",
-    "within_next",
-]
-
-
 @dataclass(frozen=True)
 class Test:
     """A test of one value: a person's attribute, an event property, an object or relationship attribute.
