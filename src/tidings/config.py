@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     # FastAPI's OpenTelemetry spans, metrics and logs for every request. Off by default: with no provider
     # configured it still costs a provider lookup per request (measured ~8% of the HTTP thread in B1).
     opentelemetry: bool = False
+    # The default email sender for every workspace that sets none: smtp://host:port (STARTTLS when the
+    # server offers it; ?starttls=require to insist, ?starttls=off to never), smtps://user:pass@host:465.
+    smtp_url: str | None = None
+    # Outbound HTTP to user-given URLs (reporting webhooks, the webhook channel) refuses private, loopback
+    # and link-local addresses unless this is set (tests and single-host setups set it).
+    outbound_allow_private: bool = False
+    # Sending: how many deliveries a worker claims at once, and how long a claim lasts before another
+    # worker may take the delivery over (a worker that died mid-send).
+    send_batch_size: int = 50
+    send_lease_seconds: float = 120.0
     # Shifts the clock (seconds); tests use it to move time without sleeping.
     clock_offset_seconds: float = 0.0
     # Test and demo aid: expose POST /_tidings/clock to move this process's clock forward. Never in

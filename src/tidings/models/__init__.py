@@ -4,9 +4,11 @@ from tidings.models.base import Base
 from tidings.models.delivery import Delivery, DeliveryMetricReport
 from tidings.models.event import Event, Form, PipelinesMessage
 from tidings.models.job import Job
+from tidings.models.messaging import Layout, MessageTemplate, Snippet, SubscriptionTopic
 from tidings.models.object import Object, ObjectType, Relationship
 from tidings.models.person import Activity, AnonymousProfile, Device, Person, Suppression
 from tidings.models.segment import Segment, SegmentMembership, SegmentTimer, SegmentTransition
+from tidings.models.webhook import ReportingWebhook, WebhookPost
 from tidings.models.workspace import Account, Credential, Workspace
 
 __all__ = [
@@ -21,15 +23,21 @@ __all__ = [
     "Event",
     "Form",
     "Job",
+    "Layout",
+    "MessageTemplate",
     "Object",
     "ObjectType",
     "Person",
     "PipelinesMessage",
     "Relationship",
+    "ReportingWebhook",
     "Segment",
     "SegmentMembership",
     "SegmentTimer",
     "SegmentTransition",
+    "Snippet",
+    "SubscriptionTopic",
     "Suppression",
+    "WebhookPost",
     "Workspace",
 ]

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from tidings.messaging.settings import MessagingSettings
+
 
 class Limits(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -44,6 +46,7 @@ class WorkspaceSettings(BaseModel):
     rate_limits: RateLimits = RateLimits()
     # Whether an ``@``-shaped Track path identifier means an email (Customer.io's email-or-id workspaces).
     identify_by_email: bool = True
+    messaging: MessagingSettings = MessagingSettings()
 
     @classmethod
     def from_stored(cls, stored: dict[str, Any] | None) -> WorkspaceSettings:
