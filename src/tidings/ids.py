@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import secrets
@@ -35,3 +36,9 @@ def new_site_id() -> str:
 def hash_secret(secret: str) -> str:
     # Secrets are 160 random bits, so a fast hash is enough: nothing to brute-force.
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_delivery_id() -> str:
+    """Customer.io's delivery ids are URL-safe base64 strings; this one wraps a ULID's 16 bytes, so it
+    is unique without coordination between processes."""
+    return base64.urlsafe_b64encode(ULID().bytes).decode()

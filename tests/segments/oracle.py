@@ -201,7 +201,8 @@ def matching_events(person: PersonData, condition: EventCondition, now: int) -> 
 
 
 def message_times(person: PersonData, condition: MessageCondition) -> list[int]:
-    """created_at of the matching deliveries (sent), or timestamps of the matching reports."""
+    """When the matching deliveries were sent (the tests send them as they are created), or the
+    timestamps of the matching reports."""
     deliveries = [d for d in person.deliveries if condition.channel is None or d.channel == condition.channel]
     if condition.activity == "sent":
         return [d.created_at for d in deliveries]

@@ -164,6 +164,8 @@ class World:
                             "person_id": row.id,
                             "channel": d.channel,
                             "created_at": d.created_at,
+                            "sent_at": d.created_at,
+                            "state": "sent",
                         }
                     )
                     reports.extend(

@@ -4,7 +4,7 @@ from tidings.models.base import Base
 from tidings.models.delivery import Delivery, DeliveryMetricReport
 from tidings.models.event import Event, Form, PipelinesMessage
 from tidings.models.job import Job
-from tidings.models.messaging import Layout, MessageTemplate, Snippet, SubscriptionTopic
+from tidings.models.messaging import AddressSuppression, Layout, MessageTemplate, Snippet, SubscriptionTopic
 from tidings.models.object import Object, ObjectType, Relationship
 from tidings.models.person import Activity, AnonymousProfile, Device, Person, Suppression
 from tidings.models.segment import Segment, SegmentMembership, SegmentTimer, SegmentTransition
@@ -14,6 +14,7 @@ from tidings.models.workspace import Account, Credential, Workspace
 __all__ = [
     "Account",
     "Activity",
+    "AddressSuppression",
     "AnonymousProfile",
     "Base",
     "Credential",

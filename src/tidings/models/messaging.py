@@ -85,3 +85,21 @@ class SubscriptionTopic(Base):
     # opt_out: subscribed unless they said no; opt_in: unsubscribed unless they said yes.
     default_subscribed: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[int]
+
+
+class AddressSuppression(Base):
+    """An email address Tidings will not send to: it bounced hard or its owner marked a message as spam
+    (Customer.io's ESP suppression list). Unlike a suppressed person, the profile stays as it is."""
+
+    __tablename__ = "address_suppressions"
+
+    workspace_id: Mapped[int] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Lower-cased address.
+    address: Mapped[str] = mapped_column(Text(), primary_key=True)
+    # bounces, spam_reports, blocks or invalid_emails (Customer.io's suppression types).
+    type: Mapped[str] = mapped_column(Text())
+    reason: Mapped[str | None] = mapped_column(Text(), default=None)
+    delivery_id: Mapped[str | None] = mapped_column(Text(), default=None)
+    created_at: Mapped[int]

@@ -664,16 +664,17 @@ class _Compiler:
         return query.exists()
 
     def message_rows(self, node: MessageCondition) -> tuple[list[ColumnElement[bool]], ColumnElement[int]]:
-        """WHERE clauses selecting the person's matching deliveries (sent) or delivery metric reports
+        """WHERE clauses selecting the person's matching sent deliveries or delivery metric reports
         (any other activity), and the time column their windows are on."""
         workspace = self.ctx.workspace_id
         where = [Delivery.person_id == Person.id, Delivery.workspace_id == workspace]
         if node.channel is not None:
             where.append(Delivery.channel == node.channel)
         if node.activity == "sent":
+            where.append(Delivery.sent_at.is_not(None))
             if node.within_days is not None:
-                where.append(Delivery.created_at >= self.since(node.within_days))
-            return where, Delivery.created_at.expression
+                where.append(Delivery.sent_at >= self.since(node.within_days))
+            return where, Delivery.sent_at.expression
         # Reports of the person's deliveries: found through (workspace_id, delivery_id) for each delivery
         # found through (workspace_id, person_id), never by scanning the workspace's reports.
         report = DeliveryMetricReport

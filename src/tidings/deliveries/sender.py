@@ -1,0 +1,302 @@
+"""The sending worker: claims due deliveries with a lease, renders them, hands them to their channel and
+records the outcome.
+
+Three short transactions per batch, none held open while talking to a provider:
+
+1. claim: due deliveries (queued and due, or sending with an expired lease: a worker died mid-send) move
+   to ``sending`` under this worker's lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL);
+2. prepare: the checks that can stop a send (person gone, unsubscribed, topic, suppressed address,
+   frequency cap) and rendering; the rendered content is stored, so a retry after a crash sends exactly the
+   same message under the same delivery id (the channels' idempotency key);
+3. finish: sent, retried later with backoff (transient failures), or failed.
+
+A send that succeeded but whose finish was lost (crash between 2 and 3) is sent again when the lease
+expires; every channel passes the delivery id to the provider so a retry can be recognised downstream.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from tidings.deliveries import lifecycle
+from tidings.messaging.channels.base import Channel, Outgoing, SendError, Sent
+from tidings.messaging.channels.email import EmailChannel, parse_recipients
+from tidings.messaging.channels.push import PushChannel
+from tidings.messaging.channels.sms import SmsChannel
+from tidings.messaging.channels.webhook import WebhookChannel
+from tidings.messaging.render import PrepareFailed, prepare
+from tidings.messaging.settings import MessagingSettings
+from tidings.models import Delivery, MessageTemplate, Person, SubscriptionTopic, Workspace
+from tidings.runtime import Runtime
+from tidings.tracking.links import delivery_links
+from tidings.workspaces.limits import WorkspaceSettings
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 8
+MAX_BACKOFF_SECONDS = 3600
+
+
+def backoff(attempts: int) -> int:
+    """Seconds before the next try after ``attempts`` tries: 30 s, 1 min, 2 min, … capped at an hour."""
+    return int(min(30 * 2 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS))
+
+
+@dataclass
+class Ready:
+    delivery_id: str
+    outgoing: Outgoing
+
+
+def _channel_settings(settings: MessagingSettings, channel: str) -> Any:
+    return getattr(settings, channel, None)
+
+
+class Sender:
+    def __init__(self, runtime: Runtime, worker_id: str) -> None:
+        self.runtime = runtime
+        self.worker_id = worker_id
+        settings = runtime.settings
+        self.channels: dict[str, Channel] = {
+            "email": EmailChannel(settings.smtp_url),
+            "sms": SmsChannel(),
+            "push": PushChannel(),
+            "webhook": WebhookChannel(allow_private=settings.outbound_allow_private),
+        }
+
+    def close(self) -> None:
+        for channel in self.channels.values():
+            close = getattr(channel, "close", None)
+            if close is not None:
+                close()
+
+    # -- 1. claim ------------------------------------------------------------------------------------
+
+    def claim(self, session: Session, now: float) -> list[str]:
+        settings = self.runtime.settings
+        due = or_(
+            (Delivery.state == "queued") & (Delivery.due_at <= int(now)),
+            (Delivery.state == "sending") & (Delivery.leased_until < now),
+        )
+        query = select(Delivery.id).where(due).order_by(Delivery.due_at).limit(settings.send_batch_size)
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        ids = list(session.scalars(query))
+        if ids:
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(ids))
+                .values(
+                    state="sending",
+                    leased_by=self.worker_id,
+                    leased_until=now + settings.send_lease_seconds,
+                    attempts=Delivery.attempts + 1,
+                )
+            )
+        return ids
+
+    # -- 2. prepare ----------------------------------------------------------------------------------
+
+    def _blocked(
+        self,
+        session: Session,
+        delivery: Delivery,
+        template: MessageTemplate | None,
+        person: Person,
+        messaging: MessagingSettings,
+        now: int,
+    ) -> str | None:
+        """Why the delivery must not go out, or None."""
+        request = delivery.request or {}
+        transactional = bool(request.get("transactional"))
+        to_unsubscribed = request.get("send_to_unsubscribed")
+        if to_unsubscribed is None:
+            to_unsubscribed = template.send_to_unsubscribed if template is not None else transactional
+        if person.unsubscribed and not to_unsubscribed:
+            return "the person is unsubscribed"
+        if template is not None and template.topic_id is not None:
+            topic = session.get(SubscriptionTopic, template.topic_id)
+            choices = (person.subscription_preferences or {}).get("topics") or {}
+            chosen = choices.get(f"topic_{template.topic_id}")
+            subscribed = (
+                chosen if isinstance(chosen, bool) else bool(topic is None or topic.default_subscribed)
+            )
+            if not subscribed:
+                return f"the person is unsubscribed from topic {template.topic_id}"
+        for cap in messaging.frequency_caps:
+            if cap.channel != delivery.channel or (transactional and not cap.include_transactional):
+                continue
+            recent = session.scalar(
+                select(func.count())
+                .select_from(Delivery)
+                .where(
+                    Delivery.workspace_id == delivery.workspace_id,
+                    Delivery.person_id == person.id,
+                    Delivery.channel == delivery.channel,
+                    Delivery.sent_at >= now - cap.per_seconds,
+                )
+            )
+            if (recent or 0) >= cap.max_messages:
+                return f"frequency cap: {cap.max_messages} {cap.channel} messages per {cap.per_seconds} s"
+        return None
+
+    def _prepare_one(
+        self, session: Session, delivery: Delivery, settings_cache: dict[int, WorkspaceSettings], now: int
+    ) -> Ready | None:
+        if delivery.attempts > MAX_ATTEMPTS:
+            lifecycle.record(
+                session,
+                delivery,
+                "failed",
+                now=now,
+                source="tidings",
+                reason=f"gave up after {MAX_ATTEMPTS} attempts",
+            )
+            return None
+        ws_settings = settings_cache.get(delivery.workspace_id)
+        if ws_settings is None:
+            workspace = session.get(Workspace, delivery.workspace_id)
+            ws_settings = WorkspaceSettings.from_stored(workspace.settings if workspace else None)
+            settings_cache[delivery.workspace_id] = ws_settings
+        messaging = ws_settings.messaging
+        person = session.get(Person, delivery.person_id) if delivery.person_id is not None else None
+        if person is None:
+            lifecycle.record(
+                session, delivery, "dropped", now=now, source="tidings", reason="the person no longer exists"
+            )
+            return None
+        template = session.get(MessageTemplate, delivery.template_id) if delivery.template_id else None
+        blocked = self._blocked(session, delivery, template, person, messaging, now)
+        if blocked is not None:
+            lifecycle.record(session, delivery, "dropped", now=now, source="tidings", reason=blocked)
+            return None
+        if delivery.rendered is None:
+            topic = (
+                session.get(SubscriptionTopic, template.topic_id) if template and template.topic_id else None
+            )
+            links = delivery_links(
+                session,
+                delivery.workspace_id,
+                delivery.id,
+                public_url=self.runtime.settings.base_url,
+                topic=topic.name if topic is not None else "",
+            )
+            try:
+                prepared = prepare(
+                    session, delivery, template, person, links, default_from=messaging.email.default_from
+                )
+            except (PrepareFailed, ValueError) as exc:
+                lifecycle.record(session, delivery, "failed", now=now, source="tidings", reason=str(exc))
+                return None
+            delivery.rendered = prepared.content
+            delivery.recipient = prepared.recipient
+            delivery.subject = prepared.subject
+        content = delivery.rendered or {}
+        if delivery.channel == "email":
+            addresses: list[str] = []
+            for key in ("to", "cc", "bcc"):
+                if content.get(key):
+                    try:
+                        addresses.extend(parse_recipients(content[key]))
+                    except Exception as exc:
+                        lifecycle.record(
+                            session, delivery, "failed", now=now, source="tidings", reason=f"{key}: {exc}"
+                        )
+                        return None
+            suppressed = lifecycle.suppressed_addresses(session, delivery.workspace_id, addresses)
+            if suppressed:
+                lifecycle.record(
+                    session,
+                    delivery,
+                    "dropped",
+                    now=now,
+                    source="tidings",
+                    reason=f"suppressed address: {', '.join(suppressed)}",
+                )
+                return None
+        return Ready(
+            delivery.id,
+            Outgoing(
+                delivery_id=delivery.id,
+                workspace_id=delivery.workspace_id,
+                channel=delivery.channel,
+                content=content,
+                settings=_channel_settings(messaging, delivery.channel),
+                public_url=self.runtime.settings.base_url,
+                meta={"attempt": delivery.attempts},
+            ),
+        )
+
+    def prepare(self, session: Session, ids: list[str], now: int) -> list[Ready]:
+        ready: list[Ready] = []
+        cache: dict[int, WorkspaceSettings] = {}
+        deliveries = session.scalars(select(Delivery).where(Delivery.id.in_(ids))).all()
+        for delivery in deliveries:
+            if delivery.leased_by != self.worker_id or delivery.state != "sending":
+                continue  # another worker took it over after our lease ran out
+            item = self._prepare_one(session, delivery, cache, now)
+            if item is not None:
+                ready.append(item)
+        return ready
+
+    # -- 3. send and finish --------------------------------------------------------------------------
+
+    def send(self, item: Ready) -> Sent | SendError:
+        channel = self.channels.get(item.outgoing.channel)
+        if channel is None:
+            return SendError(f"no {item.outgoing.channel} channel", transient=False)
+        try:
+            return channel.send(item.outgoing)
+        except SendError as exc:
+            return exc
+        except Exception as exc:  # a channel bug must not lose the delivery: retry it, and say why
+            log.exception("channel %s failed on delivery %s", item.outgoing.channel, item.delivery_id)
+            return SendError(f"internal error: {exc!r}", transient=True)
+
+    def finish(self, session: Session, outcomes: list[tuple[str, Sent | SendError]], now: int) -> None:
+        for delivery_id, outcome in outcomes:
+            delivery = session.get(Delivery, delivery_id)
+            if delivery is None or delivery.leased_by != self.worker_id or delivery.state != "sending":
+                continue
+            delivery.leased_by, delivery.leased_until = None, None
+            if isinstance(outcome, Sent):
+                delivery.provider_message_id = outcome.provider_message_id
+                lifecycle.record(
+                    session,
+                    delivery,
+                    "sent",
+                    now=now,
+                    source="tidings",
+                    recipient=outcome.recipient or delivery.recipient,
+                )
+                if not delivery.retain_content:
+                    delivery.rendered, delivery.request = None, None
+                continue
+            if outcome.transient and delivery.attempts < MAX_ATTEMPTS:
+                delivery.state = "queued"
+                delivery.due_at = now + backoff(delivery.attempts)
+                lifecycle.record(
+                    session, delivery, "attempted", now=now, source="tidings", reason=outcome.message
+                )
+                continue
+            metric = "undeliverable" if outcome.undeliverable else "failed"
+            lifecycle.record(session, delivery, metric, now=now, source="tidings", reason=outcome.message)
+
+    def run_due(self) -> int:
+        """One batch: claim, prepare, send, finish. Returns how many deliveries it handled."""
+        db, clock = self.runtime.db, self.runtime.clock
+        with db.session() as session:
+            ids = self.claim(session, clock.now())
+        if not ids:
+            return 0
+        with db.session() as session:
+            ready = self.prepare(session, ids, clock.now_int())
+        outcomes = [(item.delivery_id, self.send(item)) for item in ready]
+        if outcomes:
+            with db.session() as session:
+                self.finish(session, outcomes, clock.now_int())
+        return len(ids)

@@ -1,0 +1,142 @@
+"""Signed links for a delivery: click redirects, the open pixel, unsubscribe and preferences pages.
+
+Every link carries its payload signed with the workspace's link-signing key (itsdangerous), so a click
+redirect only goes to a URL Tidings itself put in a message (no open redirect) and an unsubscribe link
+cannot be forged for someone else's delivery. The workspace id is in the path in clear, because the
+verifier needs it to choose the key. Keys are ``link_signing`` credentials, made on first use; if two
+processes make one at the same moment both stay valid, since verification tries each of the workspace's
+keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tidings.ids import hash_secret, new_secret
+from tidings.models import Credential
+
+LINK_KEY_KIND = "link_signing"
+# One salt per link purpose: a token made for one purpose is refused by every other.
+CLICK, OPEN, UNSUBSCRIBE, PREFERENCES, VIEW, CONSENT = (
+    "click",
+    "open",
+    "unsubscribe",
+    "preferences",
+    "view",
+    "consent",
+)
+
+_keys: dict[int, list[str]] = {}
+_keys_lock = threading.Lock()
+
+
+def link_keys(session: Session, workspace_id: int, *, create: bool = True) -> list[str]:
+    """The workspace's link-signing keys, newest first (cached: keys are never rotated in place)."""
+    with _keys_lock:
+        cached = _keys.get(workspace_id)
+    if cached:
+        return cached
+    keys = list(
+        session.scalars(
+            select(Credential.secret_plain)
+            .where(
+                Credential.workspace_id == workspace_id,
+                Credential.kind == LINK_KEY_KIND,
+                Credential.revoked_at.is_(None),
+                Credential.secret_plain.is_not(None),
+            )
+            .order_by(Credential.id.desc())
+        )
+    )
+    found = [key for key in keys if key]
+    if not found and create:
+        secret = new_secret("lnk_")
+        session.add(
+            Credential(
+                workspace_id=workspace_id,
+                kind=LINK_KEY_KIND,
+                name="link signing",
+                secret_hash=hash_secret(secret),
+                secret_plain=secret,
+                hint=secret[:8],
+                created_at=0,
+            )
+        )
+        session.flush()
+        found = [secret]
+    if found:
+        with _keys_lock:
+            _keys[workspace_id] = found
+    return found
+
+
+def sign(key: str, purpose: str, payload: Any) -> str:
+    return str(URLSafeSerializer(key, salt=purpose).dumps(payload))
+
+
+def verify(keys: list[str], purpose: str, token: str) -> Any:
+    """The payload of a token signed with one of ``keys`` for ``purpose``; BadSignature otherwise."""
+    for key in keys:
+        try:
+            return URLSafeSerializer(key, salt=purpose).loads(token)
+        except BadSignature:
+            continue
+    raise BadSignature("link signature does not match")
+
+
+def link_id(url: str) -> str:
+    """A short stable id for a URL, so clicks on the same link of a message group together."""
+    return hashlib.sha256(url.encode()).hexdigest()[:12]
+
+
+@dataclass
+class DeliveryLinks:
+    """The links of one delivery; implements ``tidings.messaging.liquid.Links``."""
+
+    public_url: str
+    workspace_id: int
+    delivery_id: str
+    key: str
+    topic: str = ""
+
+    def _url(self, prefix: str, purpose: str, payload: Any) -> str:
+        return (
+            f"{self.public_url.rstrip('/')}/{prefix}/{self.workspace_id}/{sign(self.key, purpose, payload)}"
+        )
+
+    def tracked(self, url: str) -> str:
+        return self._url("c", CLICK, [self.delivery_id, url])
+
+    def link_id(self, url: str) -> str:
+        return link_id(url)
+
+    def open_pixel_url(self) -> str:
+        return self._url("o", OPEN, [self.delivery_id])
+
+    def unsubscribe_url(self) -> str:
+        return self._url("u", UNSUBSCRIBE, [self.delivery_id])
+
+    def subscription_preferences_url(self) -> str:
+        return self._url("p", PREFERENCES, [self.delivery_id])
+
+    def view_in_browser_url(self) -> str:
+        return self._url("v", VIEW, [self.delivery_id])
+
+    def tracking_consent_url(self) -> str:
+        return self._url("t", CONSENT, [self.delivery_id])
+
+    def topic_name(self, language: str | None) -> str:
+        return self.topic
+
+
+def delivery_links(
+    session: Session, workspace_id: int, delivery_id: str, *, public_url: str, topic: str = ""
+) -> DeliveryLinks:
+    return DeliveryLinks(public_url, workspace_id, delivery_id, link_keys(session, workspace_id)[0], topic)
