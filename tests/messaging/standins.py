@@ -572,8 +572,6 @@ class FcmStandin(_Standin):
 _APNS_TOKEN = re.compile(r"^[0-9a-fA-F]{64,200}$")
 _CANONICAL_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _PUSH_TYPES = {"alert", "background", "location", "voip", "complication", "fileprovider", "mdm", "liveactivity"}
-# Reasons a test may inject, with their status per Apple's table.
-_APNS_REASON_STATUS = {"BadDeviceToken": 400, "Unregistered": 410, "ExpiredProviderToken": 403}
 
 
 def make_apns_key() -> str:

@@ -43,9 +43,7 @@ SUPPRESS = {"bounced": "bounces", "spammed": "spam_reports"}
 
 
 def _advance(delivery: Delivery, metric: str) -> None:
-    if metric in NEGATIVE:
-        delivery.state = metric
-    elif (
+    if metric in NEGATIVE or (
         metric in PROGRESS
         and delivery.state in PROGRESS
         and PROGRESS.index(metric) > PROGRESS.index(delivery.state)
