@@ -1,4 +1,4 @@
-"""The ``tidings`` command: serve, worker, migrate, workspaces, keys and segments."""
+"""The ``tidings`` command: serve, worker, migrate, workspaces, keys, segments and messages."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from tidings.app import create_app
 from tidings.config import Settings, get_settings
 from tidings.db import migrate
 from tidings.errors import TidingsError
+from tidings.messaging import files as message_files
+from tidings.messaging import templates
 from tidings.runtime import Runtime
 from tidings.segments import service as segments
 from tidings.segments.conditions import parse as parse_conditions
@@ -40,7 +42,12 @@ segments_app = typer.Typer(
 )
 app.add_typer(workspace_app, name="workspace")
 app.add_typer(keys_app, name="keys")
+messages_app = typer.Typer(
+    help="Apply transactional messages, layouts and snippets from files, and list messages.",
+    no_args_is_help=True,
+)
 app.add_typer(segments_app, name="segments")
+app.add_typer(messages_app, name="messages")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -282,8 +289,8 @@ class _ApplyError(Exception):
     """A segment file that cannot be applied; the message says where."""
 
 
-def _segment_documents(file: str) -> tuple[list[Any], str]:
-    """The segments a file holds and the path prefix of its items (``segments[i]`` or ``segment``)."""
+def _read_document(file: str) -> Any:
+    """A YAML or JSON file (by extension; ``-`` reads YAML from stdin) as JSON-compatible data."""
     try:
         if file == "-":
             text, as_json = sys.stdin.read(), False
@@ -293,14 +300,19 @@ def _segment_documents(file: str) -> tuple[list[Any], str]:
         raise _ApplyError(f"cannot read {file}: {exc}") from exc
     try:
         loaded = json.loads(text) if as_json else yaml.load(text, Loader=_Loader)
-        # Only what JSON can hold goes into a segment (no YAML sets, binary or non-string keys).
-        document = json.loads(json.dumps(loaded, allow_nan=False))
+        # Only what JSON can hold goes in (no YAML sets, binary or non-string keys).
+        return json.loads(json.dumps(loaded, allow_nan=False))
     except json.JSONDecodeError as exc:
         raise _ApplyError(f"{file} is not valid JSON: {exc}") from exc
     except yaml.YAMLError as exc:
         raise _ApplyError(f"{file} is not valid YAML: {exc}") from exc
     except (TypeError, ValueError) as exc:
         raise _ApplyError(f"{file} holds something JSON cannot: {exc}") from exc
+
+
+def _segment_documents(file: str) -> tuple[list[Any], str]:
+    """The segments a file holds and the path prefix of its items (``segments[i]`` or ``segment``)."""
+    document = _read_document(file)
     if isinstance(document, list):
         return document, "segments"
     if isinstance(document, dict):
@@ -424,6 +436,60 @@ def segments_list(
     for row in rows:
         state = row["state"] if row["progress"] is None else f"{row['state']} ({row['progress']}%)"
         table.add_row(str(row["id"]), escape(row["name"]), row["type"], state, str(row["members"]))
+    console.print(table)
+
+
+# -- messages ---------------------------------------------------------------------------------------------
+
+
+@messages_app.command("apply")
+def messages_apply(
+    file: Annotated[
+        str,
+        typer.Argument(help="A YAML or JSON file of layouts, snippets and messages (docs/messaging.md)."),
+    ],
+    workspace: Annotated[str, typer.Option("--workspace", help="Workspace id, site id or name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Create or update layouts, snippets and transactional messages from a file: all of it, or none."""
+    try:
+        document = _read_document(file)
+        runtime = _runtime()
+        now = runtime.clock.now_int()
+        base = Path(file).parent if file != "-" else Path.cwd()
+        with runtime.db.session() as session:
+            workspace_id = workspaces.get_workspace(session, workspace).id
+            results = message_files.apply(session, workspace_id, document, base=base, now=now)
+    except _ApplyError as exc:
+        raise _fail(str(exc)) from exc
+    except TidingsError as exc:
+        raise _fail(exc.message) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(results) + "\n")
+        return
+    for row in results:
+        ident = "" if row["id"] is None else row["id"]
+        sys.stdout.write(f"{row['action']:<9} {row['kind']:<8} {ident!s:>6}  {row['name']}\n")
+
+
+@messages_app.command("list")
+def messages_list(
+    workspace: Annotated[str, typer.Option("--workspace", help="Workspace id, site id or name.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List a workspace's transactional messages."""
+    try:
+        runtime = _runtime()
+        with runtime.db.read_session() as session:
+            rows = templates.list_templates(session, workspaces.get_workspace(session, workspace).id)
+    except TidingsError as exc:
+        raise _fail(exc.message) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    table = Table("id", "name", "trigger", "type")
+    for row in rows:
+        table.add_row(str(row["id"]), escape(row["name"]), escape(row["trigger_name"] or ""), row["type"])
     console.print(table)
 
 

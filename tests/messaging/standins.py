@@ -125,7 +125,9 @@ class _Standin:
         config.accesslog = None
         # Errors in handlers are caught and kept in ``errors``; hypercorn's own log would only duplicate them.
         config.errorlog = None
-        self._thread = threading.Thread(target=self._run, args=(config,), name=type(self).__name__, daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(config,), name=type(self).__name__, daemon=True
+        )
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError(f"{type(self).__name__} did not start")
@@ -468,7 +470,9 @@ class FcmStandin(_Standin):
     def error(status: int, message: str, error_code: str | None = None, **extra: Any) -> Reply:
         details: list[dict[str, Any]] = []
         if error_code is not None:
-            details.append({"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": error_code})
+            details.append(
+                {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": error_code}
+            )
         if extra.get("field") is not None:
             details.append(
                 {
@@ -476,7 +480,11 @@ class FcmStandin(_Standin):
                     "fieldViolations": [{"field": extra["field"], "description": message}],
                 }
             )
-        error: dict[str, Any] = {"code": status, "message": message, "status": _GOOGLE_STATUS.get(status, "UNKNOWN")}
+        error: dict[str, Any] = {
+            "code": status,
+            "message": message,
+            "status": _GOOGLE_STATUS.get(status, "UNKNOWN"),
+        }
         if details:
             error["details"] = details
         return Reply.json(status, {"error": error})
@@ -513,11 +521,15 @@ class FcmStandin(_Standin):
         if claims["exp"] - claims["iat"] > 3600:
             return self._oauth_error(400, "invalid_grant", "Invalid JWT: Token must be a short-lived token")
         if FCM_SCOPE not in str(claims.get("scope", "")).split():
-            return self._oauth_error(400, "invalid_scope", "Invalid OAuth scope or ID token audience provided.")
+            return self._oauth_error(
+                400, "invalid_scope", "Invalid OAuth scope or ID token audience provided."
+            )
         token = "ya29." + secrets.token_urlsafe(32)
         with self._lock:
             self._access_tokens[token] = time.time() + self.token_lifetime
-        return Reply.json(200, {"access_token": token, "expires_in": self.token_lifetime, "token_type": "Bearer"})
+        return Reply.json(
+            200, {"access_token": token, "expires_in": self.token_lifetime, "token_type": "Bearer"}
+        )
 
     def _send(self, request: RecordedRequest, project: str) -> Reply:
         bearer = _bearer(request.headers)
@@ -530,7 +542,9 @@ class FcmStandin(_Standin):
                 "or other valid authentication credential.",
             )
         if project != self.project_id:
-            return self.error(403, f"Permission 'cloudmessaging.messages.create' denied on resource '{project}'")
+            return self.error(
+                403, f"Permission 'cloudmessaging.messages.create' denied on resource '{project}'"
+            )
         failure = self._take_failure()
         if failure is not None:
             code = failure.detail.get("error_code", _FCM_ERROR_CODE.get(failure.status))
@@ -550,7 +564,9 @@ class FcmStandin(_Standin):
             return self.error(400, "Exactly one of token, topic or condition is required", "INVALID_ARGUMENT")
         data = message.get("data", {})
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            return self.error(400, "Invalid value at 'message.data': values must be strings", "INVALID_ARGUMENT")
+            return self.error(
+                400, "Invalid value at 'message.data': values must be strings", "INVALID_ARGUMENT"
+            )
         token = message.get("token")
         if token is not None:
             if not isinstance(token, str) or not _FCM_TOKEN.match(token):
@@ -562,7 +578,9 @@ class FcmStandin(_Standin):
                 )
             if token in self.unregistered:
                 return self.error(404, "Requested entity was not found.", "UNREGISTERED")
-        return Reply.json(200, {"name": f"projects/{project}/messages/0:{int(time.time())}{next(self._message_ids)}"})
+        return Reply.json(
+            200, {"name": f"projects/{project}/messages/0:{int(time.time())}{next(self._message_ids)}"}
+        )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -571,7 +589,16 @@ class FcmStandin(_Standin):
 
 _APNS_TOKEN = re.compile(r"^[0-9a-fA-F]{64,200}$")
 _CANONICAL_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_PUSH_TYPES = {"alert", "background", "location", "voip", "complication", "fileprovider", "mdm", "liveactivity"}
+_PUSH_TYPES = {
+    "alert",
+    "background",
+    "location",
+    "voip",
+    "complication",
+    "fileprovider",
+    "mdm",
+    "liveactivity",
+}
 
 
 def make_apns_key() -> str:
@@ -595,7 +622,9 @@ class ApnsStandin(_Standin):
     ``unregistered`` holds tokens answered 410 Unregistered; tokens that are not hex are 400
     BadDeviceToken. ``fail_next(n, status, reason=...)`` injects any other answer."""
 
-    def __init__(self, team_id: str = "TEAM123456", key_id: str = "KEY1234567", topic: str = "io.tidings.app") -> None:
+    def __init__(
+        self, team_id: str = "TEAM123456", key_id: str = "KEY1234567", topic: str = "io.tidings.app"
+    ) -> None:
         super().__init__()
         self.team_id = team_id
         self.key_id = key_id
@@ -668,7 +697,10 @@ class ApnsStandin(_Standin):
         try:
             header = jwt.get_unverified_header(token)
             claims = jwt.decode(
-                token, self._public_key, algorithms=["ES256"], options={"require": ["iss", "iat"], "verify_iat": True}
+                token,
+                self._public_key,
+                algorithms=["ES256"],
+                options={"require": ["iss", "iat"], "verify_iat": True},
             )
         except jwt.PyJWTError:
             return "InvalidProviderToken"
