@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
 from tidings import __version__
-from tidings.api import app_v1, clock_control, pipelines, track_v1, track_v2, unsubscribe
+from tidings.api import app_v1, clock_control, pipelines, track_v1, track_v2, tracking, unsubscribe
 from tidings.api.auth import Gatekeeper
 from tidings.api.paths import EncodedSlashMiddleware
 from tidings.api.surfaces import json_response
@@ -40,6 +40,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app.include_router(track_v1.router)
     app.include_router(track_v2.router)
     app.include_router(unsubscribe.router)
+    app.include_router(tracking.router)
     app.include_router(app_v1.router)
     app.include_router(pipelines.router)
 

@@ -37,12 +37,13 @@ _keys: dict[int, list[str]] = {}
 _keys_lock = threading.Lock()
 
 
-def link_keys(session: Session, workspace_id: int, *, create: bool = True) -> list[str]:
-    """The workspace's link-signing keys, newest first (cached: keys are never rotated in place)."""
+def link_keys(session: Session, workspace_id: int, *, create: bool = True, cached: bool = True) -> list[str]:
+    """The workspace's link-signing keys, newest first. Cached per process; a verifier that fails with
+    the cached keys asks again with ``cached=False``, in case another process has made a key since."""
     with _keys_lock:
-        cached = _keys.get(workspace_id)
-    if cached:
-        return cached
+        known = _keys.get(workspace_id) if cached else None
+    if known:
+        return known
     keys = list(
         session.scalars(
             select(Credential.secret_plain)
