@@ -10,6 +10,7 @@ import threading
 
 from tidings.runtime import Runtime
 from tidings.segments import jobs as segment_jobs
+from tidings.webhooks import sender as webhook_sender
 from tidings.worker import queue
 from tidings.worker.tasks import HANDLERS, PERIODIC
 
@@ -36,7 +37,8 @@ class Worker:
                 )
 
     def run_once(self) -> int:
-        """Claim and run the jobs due now, then the segment timers due now; return how many ran."""
+        """Claim and run the jobs due now, then the segment timers and reporting-webhook posts due now;
+        return how many ran."""
         settings = self.runtime.settings
         now = self.runtime.clock.now()
         with self.runtime.db.session() as session:
@@ -47,7 +49,8 @@ class Worker:
             self._run(job)
         with self.runtime.db.session() as session:
             timers = segment_jobs.run_due_timers(session, int(self.runtime.clock.now()))
-        return len(jobs) + timers
+        posts = webhook_sender.run_due(self.runtime.db, settings, self.runtime.clock, self.worker_id)
+        return len(jobs) + timers + posts
 
     def _run(self, job: queue.ClaimedJob) -> None:
         handler = HANDLERS.get(job.kind)

@@ -2,10 +2,31 @@
 
 from fastapi import APIRouter
 
-from tidings.api.app_v1 import customers, objects, segments, workspaces
+from tidings.api.app_v1 import (
+    content,
+    customers,
+    messages,
+    objects,
+    reporting_webhooks,
+    segments,
+    subscriptions,
+    transactional,
+    workspaces,
+)
 
 router = APIRouter()
-for module in (customers, objects, segments, workspaces):
+for module in (
+    content,
+    customers,
+    messages,
+    objects,
+    reporting_webhooks,
+    segments,
+    subscriptions,
+    transactional,
+    workspaces,
+):
     router.include_router(module.router)
+router.include_router(transactional.send_router)
 
 __all__ = ["router"]
