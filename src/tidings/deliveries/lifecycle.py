@@ -58,17 +58,20 @@ def record(
     *,
     now: int,
     source: str,
+    at: int | None = None,
     href: str | None = None,
     reason: str | None = None,
     recipient: str | None = None,
     device_token: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> bool:
-    """Record ``metric`` for ``delivery``; True when it is the delivery's first of that metric."""
+    """Record ``metric`` for ``delivery`` as happening ``at`` (default: now, when it was learned); True when
+    it is the delivery's first of that metric."""
+    at = now if at is None else at
     column = f"{metric}_at"
     first = getattr(delivery, column) is None
     if first or metric == "attempted":
-        setattr(delivery, column, now)
+        setattr(delivery, column, at)
     _advance(delivery, metric)
     if reason and metric in FAILURES:
         delivery.failure_message = reason
@@ -78,7 +81,7 @@ def record(
             workspace_id=workspace_id,
             delivery_id=delivery.id,
             metric=metric,
-            timestamp=now,
+            timestamp=at,
             recipient=recipient or delivery.recipient,
             reason=reason,
             href=href,
@@ -107,8 +110,10 @@ def record(
             session,
             workspace_id,
             delivery.person_id,
-            f"{delivery.channel}_{metric}",
-            now=now,
+            # Customer.io's feed names message activity "sent_email", "opened_push", …; an unsubscribe
+            # keeps its own type, as for unsubscribes that come with no message.
+            "unsubscribed" if metric == "unsubscribed" else f"{metric}_{delivery.channel}",
+            now=at,
             data=data,
             delivery_id=delivery.id,
             delivery_type=delivery.channel,
@@ -127,10 +132,11 @@ def record(
         workspace_id,
         object_type=delivery.channel,
         metric=metric,
-        timestamp=now,
+        timestamp=at,
         data={**webhooks.delivery_data(session, delivery), **details},
         unique=first,
         content=content,
+        now=now,
     )
     return first
 

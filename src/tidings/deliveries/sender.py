@@ -238,7 +238,14 @@ class Sender:
         for delivery in deliveries:
             if delivery.leased_by != self.worker_id or delivery.state != "sending":
                 continue  # another worker took it over after our lease ran out
-            item = self._prepare_one(session, delivery, cache, now)
+            try:
+                # A savepoint per delivery: one that cannot be prepared must not hold up the batch.
+                with session.begin_nested():
+                    item = self._prepare_one(session, delivery, cache, now)
+            except Exception as exc:
+                log.exception("preparing delivery %s failed", delivery.id)
+                self._retry_later(session, delivery, now, f"internal error: {exc!r}")
+                continue
             if item is not None:
                 ready.append(item)
         return ready
@@ -256,6 +263,12 @@ class Sender:
         except Exception as exc:  # a channel bug must not lose the delivery: retry it, and say why
             log.exception("channel %s failed on delivery %s", item.outgoing.channel, item.delivery_id)
             return SendError(f"internal error: {exc!r}", transient=True)
+
+    def _retry_later(self, session: Session, delivery: Delivery, now: int, reason: str) -> None:
+        delivery.state = "queued"
+        delivery.leased_by, delivery.leased_until = None, None
+        delivery.due_at = now + backoff(delivery.attempts)
+        lifecycle.record(session, delivery, "attempted", now=now, source="tidings", reason=reason)
 
     def finish(self, session: Session, outcomes: list[tuple[str, Sent | SendError]], now: int) -> None:
         for delivery_id, outcome in outcomes:

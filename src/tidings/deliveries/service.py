@@ -1,5 +1,6 @@
 """Delivery metrics reported from outside Tidings (Track ``/metrics``, legacy push events, Pipelines
-``Report Delivery Event``, one-click unsubscribe)."""
+``Report Delivery Event``, ``POST /unsubscribe/{delivery_id}``). Metrics about deliveries Tidings sent go
+through the delivery lifecycle; the others are logged as reports."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tidings.deliveries import lifecycle
 from tidings.errors import InvalidInput
 from tidings.models import Delivery, DeliveryMetricReport, Person
-from tidings.people import activity
 from tidings.people.service import as_unix
 from tidings.segments import realtime
+from tidings.tracking import service as subscriptions
+from tidings.webhooks import service as webhooks
 
 # Metrics Customer.io accepts on ``/api/v1/metrics``, across channels.
 METRICS = frozenset(
@@ -63,6 +66,36 @@ def _workspace_of(session: Session, workspace_id: int | None, delivery_id: str) 
     return owner
 
 
+def _known(session: Session, workspace_id: int, delivery_id: str) -> Delivery | None:
+    delivery = session.get(Delivery, delivery_id)
+    return delivery if delivery is not None and delivery.workspace_id == workspace_id else None
+
+
+def _report(session: Session, report: DeliveryMetricReport, *, now: int) -> None:
+    """A metric about a delivery: through the lifecycle when Tidings sent it; otherwise (a client reporting
+    on messages it sent itself) logged as it is, for segments and webhooks."""
+    delivery = _known(session, report.workspace_id, report.delivery_id)
+    if delivery is not None and report.metric in lifecycle.METRICS:
+        lifecycle.record(
+            session,
+            delivery,
+            report.metric,
+            now=now,
+            at=report.timestamp,
+            source=report.source,
+            href=report.href,
+            reason=report.reason,
+            recipient=report.recipient,
+            device_token=report.device_token,
+        )
+        return
+    if delivery is not None and delivery.person_id is not None:
+        realtime.touched(session, report.workspace_id, [delivery.person_id], ["message"], now=now)
+    # Before the add: an open or click is unique when no earlier report of it is logged.
+    webhooks.emit_report(session, report, now=now)
+    session.add(report)
+
+
 def report_metric(session: Session, workspace_id: int | None, body: Any, *, now: int, source: str) -> None:
     if not isinstance(body, dict):
         raise InvalidInput("body must be a JSON object")
@@ -71,29 +104,18 @@ def report_metric(session: Session, workspace_id: int | None, body: Any, *, now:
     if metric not in METRICS:
         raise InvalidInput(f"metric must be one of {', '.join(sorted(METRICS))}", field="metric")
     owner = _workspace_of(session, workspace_id, delivery_id)
-    _touch_recipient(session, owner, delivery_id, now=now)
-    session.add(
-        DeliveryMetricReport(
-            workspace_id=owner,
-            delivery_id=delivery_id,
-            metric=metric,
-            timestamp=as_unix(body.get("timestamp"), "timestamp") or now,
-            recipient=_optional_str(body, "recipient"),
-            reason=_optional_str(body, "reason"),
-            href=_optional_str(body, "href"),
-            source=source,
-            received_at=now,
-        )
+    report = DeliveryMetricReport(
+        workspace_id=owner,
+        delivery_id=delivery_id,
+        metric=metric,
+        timestamp=as_unix(body.get("timestamp"), "timestamp") or now,
+        recipient=_optional_str(body, "recipient"),
+        reason=_optional_str(body, "reason"),
+        href=_optional_str(body, "href"),
+        source=source,
+        received_at=now,
     )
-
-
-def _touch_recipient(session: Session, workspace_id: int, delivery_id: str, *, now: int) -> None:
-    """Segments on message activity re-evaluate the delivery's person (when the delivery is known)."""
-    person_id = session.scalar(
-        select(Delivery.person_id).where(Delivery.id == delivery_id, Delivery.workspace_id == workspace_id)
-    )
-    if person_id is not None:
-        realtime.touched(session, workspace_id, [person_id], ["message"], now=now)
+    _report(session, report, now=now)
 
 
 def report_push_event(session: Session, workspace_id: int | None, body: Any, *, now: int) -> None:
@@ -104,18 +126,16 @@ def report_push_event(session: Session, workspace_id: int | None, body: Any, *, 
     if event not in PUSH_EVENTS:
         raise InvalidInput("event must be opened, converted or delivered", field="event")
     owner = _workspace_of(session, workspace_id, delivery_id)
-    _touch_recipient(session, owner, delivery_id, now=now)
-    session.add(
-        DeliveryMetricReport(
-            workspace_id=owner,
-            delivery_id=delivery_id,
-            metric=event,
-            timestamp=as_unix(body.get("timestamp"), "timestamp") or now,
-            device_token=_optional_str(body, "device_id"),
-            source="push_events",
-            received_at=now,
-        )
+    report = DeliveryMetricReport(
+        workspace_id=owner,
+        delivery_id=delivery_id,
+        metric=event,
+        timestamp=as_unix(body.get("timestamp"), "timestamp") or now,
+        device_token=_optional_str(body, "device_id"),
+        source="push_events",
+        received_at=now,
     )
+    _report(session, report, now=now)
 
 
 def unsubscribe(session: Session, delivery_id: str, body: Any, *, now: int) -> None:
@@ -131,34 +151,12 @@ def unsubscribe(session: Session, delivery_id: str, body: Any, *, now: int) -> N
         raise InvalidInput(f"unknown delivery {delivery_id}", field="delivery_id")
     if not flag:
         return
-    delivery.unsubscribed_at = delivery.unsubscribed_at or now
-    session.add(
-        DeliveryMetricReport(
-            workspace_id=delivery.workspace_id,
-            delivery_id=delivery_id,
-            metric="unsubscribed",
-            timestamp=now,
-            recipient=delivery.recipient,
-            source="unsubscribe",
-            received_at=now,
-        )
-    )
     person = session.get(Person, delivery.person_id) if delivery.person_id is not None else None
-    if person is not None and not person.unsubscribed:
-        person.unsubscribed = True
-        person.updated_at = now
-        activity.record(
-            session,
-            delivery.workspace_id,
-            person.id,
-            "unsubscribed",
-            now=now,
-            data={"delivery_id": delivery_id},
-            delivery_id=delivery_id,
-            delivery_type=delivery.channel,
-        )
-        realtime.touched(
-            session, delivery.workspace_id, [person.id], ["attr:unsubscribed", "message"], now=now
+    if delivery.unsubscribed_at is None or (person is not None and not person.unsubscribed):
+        lifecycle.record(session, delivery, "unsubscribed", now=now, source="unsubscribe")
+    if person is not None:
+        subscriptions.change_subscription(
+            session, person, delivery, unsubscribed=True, now=now, source="unsubscribe"
         )
     session.flush()
 

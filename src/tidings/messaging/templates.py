@@ -357,11 +357,8 @@ def list_snippets(session: Session, workspace_id: int) -> list[dict[str, Any]]:
 
 
 def snippets_of(session: Session, workspace_id: int) -> dict[str, str]:
-    return dict(
-        session.execute(
-            select(Snippet.name, Snippet.value).where(Snippet.workspace_id == workspace_id)
-        ).tuples()
-    )
+    rows = session.execute(select(Snippet.name, Snippet.value).where(Snippet.workspace_id == workspace_id))
+    return {name: value for name, value in rows.tuples()}
 
 
 def put_snippet(session: Session, workspace_id: int, body: dict[str, Any], *, now: int) -> dict[str, Any]:

@@ -245,14 +245,14 @@ def unsubscribe(session: Session, workspace_id: int, token: str, now: int) -> Su
     if delivery.unsubscribed_at is None or (person is not None and not person.unsubscribed):
         lifecycle.record(session, delivery, "unsubscribed", now=now, source="unsubscribe")
     if person is not None:
-        _change(session, person, delivery, unsubscribed=True, now=now, source="unsubscribe_link")
+        change_subscription(session, person, delivery, unsubscribed=True, now=now, source="unsubscribe_link")
     return _subscription(session, person, delivery)
 
 
 def resubscribe(session: Session, workspace_id: int, token: str, now: int) -> Subscription:
     delivery, person = _unsubscribe_target(session, workspace_id, token)
     if person is not None:
-        _change(session, person, delivery, unsubscribed=False, now=now, source="unsubscribe_link")
+        change_subscription(session, person, delivery, unsubscribed=False, now=now, source="unsubscribe_link")
     return _subscription(session, person, delivery)
 
 
@@ -343,7 +343,7 @@ def update_preferences(
     choices = {f"topic_{topic_id}": flag for topic_id, flag in topics.items() if topic_id in known}
     if unsubscribed and not person.unsubscribed and delivery is not None:
         lifecycle.record(session, delivery, "unsubscribed", now=now, source="unsubscribe")
-    _change(
+    change_subscription(
         session,
         person,
         delivery,
@@ -355,7 +355,7 @@ def update_preferences(
     return _preferences(session, person, delivery)
 
 
-def _change(
+def change_subscription(
     session: Session,
     person: Person,
     delivery: Delivery | None,

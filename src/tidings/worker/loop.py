@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 
+from tidings.deliveries.sender import Sender
 from tidings.runtime import Runtime
 from tidings.segments import jobs as segment_jobs
 from tidings.webhooks import sender as webhook_sender
@@ -23,6 +24,7 @@ class Worker:
         self.runtime = runtime
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self.stopping = threading.Event()
+        self.sender = Sender(runtime, self.worker_id)
 
     def schedule_periodic(self) -> None:
         now = self.runtime.clock.now()
@@ -37,8 +39,8 @@ class Worker:
                 )
 
     def run_once(self) -> int:
-        """Claim and run the jobs due now, then the segment timers and reporting-webhook posts due now;
-        return how many ran."""
+        """Claim and run the jobs due now, then the segment timers, deliveries and reporting-webhook posts
+        due now; return how many ran."""
         settings = self.runtime.settings
         now = self.runtime.clock.now()
         with self.runtime.db.session() as session:
@@ -49,8 +51,9 @@ class Worker:
             self._run(job)
         with self.runtime.db.session() as session:
             timers = segment_jobs.run_due_timers(session, int(self.runtime.clock.now()))
+        sent = self.sender.run_due()
         posts = webhook_sender.run_due(self.runtime.db, settings, self.runtime.clock, self.worker_id)
-        return len(jobs) + timers + posts
+        return len(jobs) + timers + sent + posts
 
     def _run(self, job: queue.ClaimedJob) -> None:
         handler = HANDLERS.get(job.kind)
@@ -76,6 +79,8 @@ class Worker:
             except Exception:
                 log.exception("worker loop error")
             self.stopping.wait(poll)
+        # Pooled SMTP and HTTP connections are closed by the thread that used them, after its last send.
+        self.sender.close()
 
     def start_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self.run_forever, name="tidings-worker", daemon=True)
