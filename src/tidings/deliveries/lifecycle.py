@@ -120,10 +120,13 @@ def record(
         )
         realtime.touched(session, workspace_id, [delivery.person_id], ["message"], now=now)
     details: dict[str, Any] = dict(extra or {})
+    if recipient:
+        details["recipient"] = recipient
     if href:
         details["href"] = href
-    if reason and metric in FAILURES:
-        details["failure_message"] = reason
+    if metric in FAILURES:
+        # Customer.io's envelope requires it on failures, empty when no reason was given.
+        details["failure_message"] = reason or ""
     content = None
     if metric == "sent" and delivery.rendered is not None:
         content = delivery.rendered

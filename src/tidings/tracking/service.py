@@ -401,9 +401,9 @@ def change_subscription(
         delivery_type=delivery.channel if delivery is not None else None,
     )
     realtime.touched(session, workspace_id, [person.id], [f"attr:{name}" for name in changes], now=now)
+    # Customer.io's customer_(un)subscribed data names the person only; the preferences event also names
+    # the message the change came from.
     event = webhooks.customer_data(person)
-    if delivery_id is not None:
-        event["delivery_id"] = delivery_id
     if "unsubscribed" in changes:
         webhooks.emit(
             session,
@@ -414,6 +414,8 @@ def change_subscription(
             data=dict(event),
         )
     if PREFERENCES_KEY in changes:
+        if delivery_id is not None:
+            event["delivery_id"] = delivery_id
         webhooks.emit(
             session,
             workspace_id,
