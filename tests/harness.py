@@ -120,7 +120,9 @@ def _execute(session: Session, statement: str, params: dict[str, Any]) -> list[A
     return list(session.execute(text(statement), params).all())
 
 
-def start_server(database_url: str, backend: str, workdir: Path, **env: str) -> Server:
+def start_server(
+    database_url: str, backend: str, workdir: Path, *, serve_args: tuple[str, ...] = (), **env: str
+) -> Server:
     upgrade(database_url)
     port = free_port()
     log_path = workdir / f"serve-{backend}-{port}.log"
@@ -134,7 +136,11 @@ def start_server(database_url: str, backend: str, workdir: Path, **env: str) -> 
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(TIDINGS), "serve"], env=environment, stdout=log, stderr=subprocess.STDOUT, cwd=workdir
+            [str(TIDINGS), "serve", *serve_args],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
         )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

@@ -136,6 +136,15 @@ class _Handler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
+        if self.sink.stall_rcpt.is_set():
+            # A server that stops answering mid-envelope: the client is stuck before any message data
+            # is sent, which is where the crash tests kill it.
+            with self.sink._condition:
+                self.sink.stalled += 1
+                self.sink._condition.notify_all()
+            while self.sink.stall_rcpt.is_set():
+                await asyncio.sleep(0.02)
+            return "421 4.3.0 Closing after a stall"
         failure = self.sink._failure("RCPT") or self.sink.refuse.get(address.lower())
         if failure is not None:
             return f"{failure[0]} {failure[1]}"
@@ -190,6 +199,9 @@ class SmtpSink:
         # Advertise RFC 2920 PIPELINING (aiosmtpd reads commands in order, so it copes with pipelined ones).
         self.pipelining = pipelining
         self.messages: list[Received] = []
+        # While set, RCPT is never answered (see _Handler.handle_RCPT); ``stalled`` counts stuck commands.
+        self.stall_rcpt = threading.Event()
+        self.stalled = 0
         self._condition = threading.Condition()
         self._connections: weakref.WeakKeyDictionary[SMTP, int] = weakref.WeakKeyDictionary()
         self._connection_count = 0

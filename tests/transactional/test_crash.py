@@ -1,0 +1,96 @@
+"""A sending worker killed mid-send loses nothing and sends nothing twice: the API server runs without a
+worker, a ``tidings worker`` process claims the deliveries and is killed (SIGKILL) while the SMTP server
+holds it mid-envelope; a second worker takes the deliveries over when their lease runs out."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BACKENDS, _require_postgres
+from tests.harness import TIDINGS, Api, Server, postgres_database, start_server, stop_server
+from tests.messaging.smtp_sink import SmtpSink
+from tests.transactional.conftest import eventually, message, ok
+
+LEASE_SECONDS = 2
+
+
+@pytest.fixture(params=BACKENDS)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'tidings.db'}"
+        return
+    _require_postgres()
+    with postgres_database() as url:
+        yield url
+
+
+def start_worker(server: Server, sink: SmtpSink, log: Path) -> subprocess.Popen[bytes]:
+    environment = {**os.environ, **worker_env(server, sink)}
+    with log.open("ab") as out:
+        return subprocess.Popen([str(TIDINGS), "worker"], env=environment, stdout=out, stderr=subprocess.STDOUT)
+
+
+def worker_env(server: Server, sink: SmtpSink) -> dict[str, str]:
+    return {
+        "TIDINGS_DATABASE_URL": server.database_url,
+        "TIDINGS_SMTP_URL": sink.url,
+        "TIDINGS_SEND_LEASE_SECONDS": str(LEASE_SECONDS),
+        "TIDINGS_WORKER_POLL_SECONDS": "0.05",
+        "TIDINGS_PUBLIC_URL": server.base_url,
+    }
+
+
+def test_a_worker_killed_mid_send_loses_and_duplicates_nothing(database: str, tmp_path: Path) -> None:
+    with SmtpSink() as sink:
+        sink.stall_rcpt.set()
+        server = start_server(
+            database, "crash", tmp_path, serve_args=("--no-worker",), TIDINGS_SMTP_URL=sink.url
+        )
+        api = Api(server, server.new_workspace())
+        try:
+            ids = [
+                ok(
+                    api.app.post(
+                        "/v1/send/email",
+                        json={"identifiers": {"id": f"c{i}"}, "to": f"c{i}@example.com", "from": "a@example.com",
+                              "subject": f"Message {i}", "body": f"<p>{i}</p>"},
+                    )
+                )["delivery_id"]
+                for i in range(5)
+            ]
+            doomed = start_worker(server, sink, tmp_path / "worker-1.log")
+            eventually(lambda: sink.stalled >= 1, what="the first worker to get stuck mid-envelope")
+            doomed.send_signal(signal.SIGKILL)
+            doomed.wait(timeout=10)
+            # Claimed, not sent, nothing received.
+            assert {message(api, d)["state"] for d in ids} <= {"sending", "queued"}
+            assert sink.messages == []
+
+            sink.stall_rcpt.clear()
+            started = time.monotonic()
+            survivor = start_worker(server, sink, tmp_path / "worker-2.log")
+            try:
+                eventually(
+                    lambda: all(message(api, d)["state"] == "sent" for d in ids),
+                    what="every delivery to be sent by the second worker",
+                )
+            finally:
+                survivor.send_signal(signal.SIGINT)
+                survivor.wait(timeout=15)
+            # The killed worker's claims were taken over once their lease ran out, not before.
+            assert time.monotonic() - started >= LEASE_SECONDS - 0.5
+            received = [item.message["X-CIO-Delivery-Id"] for item in sink.messages]
+            assert sorted(received) == sorted(ids), "each delivery arrives exactly once"
+            for delivery_id in ids:
+                mail = next(i.message for i in sink.messages if i.message["X-CIO-Delivery-Id"] == delivery_id)
+                assert delivery_id in mail["Message-ID"]
+        finally:
+            api.close()
+            stop_server(server)
