@@ -120,9 +120,14 @@ def _execute(session: Session, statement: str, params: dict[str, Any]) -> list[A
     return list(session.execute(text(statement), params).all())
 
 
-def start_server(
-    database_url: str, backend: str, workdir: Path, *, serve_args: tuple[str, ...] = (), **env: str
+def start_server(database_url: str, backend: str, workdir: Path, **env: str) -> Server:
+    return launch_server(database_url, backend, workdir, (), env)
+
+
+def launch_server(
+    database_url: str, backend: str, workdir: Path, serve_args: tuple[str, ...], env: dict[str, str]
 ) -> Server:
+    """``tidings serve`` with extra arguments (``--no-worker``) and environment."""
     upgrade(database_url)
     port = free_port()
     log_path = workdir / f"serve-{backend}-{port}.log"

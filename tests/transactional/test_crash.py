@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BACKENDS, _require_postgres
-from tests.harness import TIDINGS, Api, Server, postgres_database, start_server, stop_server
+from tests.harness import TIDINGS, Api, Server, launch_server, postgres_database, stop_server
 from tests.messaging.smtp_sink import SmtpSink
 from tests.transactional.conftest import eventually, message, ok
 
@@ -34,7 +34,9 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def start_worker(server: Server, sink: SmtpSink, log: Path) -> subprocess.Popen[bytes]:
     environment = {**os.environ, **worker_env(server, sink)}
     with log.open("ab") as out:
-        return subprocess.Popen([str(TIDINGS), "worker"], env=environment, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [str(TIDINGS), "worker"], env=environment, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def worker_env(server: Server, sink: SmtpSink) -> dict[str, str]:
@@ -50,17 +52,20 @@ def worker_env(server: Server, sink: SmtpSink) -> dict[str, str]:
 def test_a_worker_killed_mid_send_loses_and_duplicates_nothing(database: str, tmp_path: Path) -> None:
     with SmtpSink() as sink:
         sink.stall_rcpt.set()
-        server = start_server(
-            database, "crash", tmp_path, serve_args=("--no-worker",), TIDINGS_SMTP_URL=sink.url
-        )
+        server = launch_server(database, "crash", tmp_path, ("--no-worker",), {"TIDINGS_SMTP_URL": sink.url})
         api = Api(server, server.new_workspace())
         try:
             ids = [
                 ok(
                     api.app.post(
                         "/v1/send/email",
-                        json={"identifiers": {"id": f"c{i}"}, "to": f"c{i}@example.com", "from": "a@example.com",
-                              "subject": f"Message {i}", "body": f"<p>{i}</p>"},
+                        json={
+                            "identifiers": {"id": f"c{i}"},
+                            "to": f"c{i}@example.com",
+                            "from": "a@example.com",
+                            "subject": f"Message {i}",
+                            "body": f"<p>{i}</p>",
+                        },
                     )
                 )["delivery_id"]
                 for i in range(5)

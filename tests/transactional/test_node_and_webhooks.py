@@ -47,7 +47,9 @@ def test_node_sends_and_metrics_come_back_as_signed_webhooks(
                 "content": {
                     "from": "shop@example.com",
                     "subject": "Order {{ trigger.order.id }}",
-                    "body": '<p>Total {{ trigger.order.total }}</p><a href="https://example.com/o">See it</a>',
+                    "body": (
+                        '<p>Total {{ trigger.order.total }}</p><a href="https://example.com/o">See it</a>'
+                    ),
                 },
             },
         )
@@ -71,7 +73,8 @@ def test_node_sends_and_metrics_come_back_as_signed_webhooks(
     assert "Total 42" in html
     pixel = re.search(r'<img src="([^"]+/o/[^"]+)"', html)
     click = re.search(r'href="([^"]+/c/[^"]+)"', html)
-    assert pixel is not None and click is not None
+    assert pixel is not None
+    assert click is not None
     assert settled(api, delivery_id)["state"] == "sent"
     with httpx.Client() as browser:
         browser.get(pixel.group(1))
@@ -86,10 +89,19 @@ def test_node_sends_and_metrics_come_back_as_signed_webhooks(
     posts = receiver.wait_for(6)
     mine = [p for p in posts if p.json()["data"].get("delivery_id") == delivery_id]
     names = [f"{p.json()['object_type']}_{p.json()['metric']}" for p in mine]
-    assert names == ["email_sent", "email_opened", "email_clicked", "email_unsubscribed", "customer_unsubscribed"]
+    assert names == [
+        "email_sent",
+        "email_opened",
+        "email_clicked",
+        "email_unsubscribed",
+        "customer_unsubscribed",
+    ]
     sent = mine[0].json()
     assert sent["data"]["identifiers"]["id"] == person
-    assert sent["data"]["transactional_message_id"] == ok(api.app.get("/v1/transactional/order"))["message"]["id"]
+    assert (
+        sent["data"]["transactional_message_id"]
+        == ok(api.app.get("/v1/transactional/order"))["message"]["id"]
+    )
     assert "Total 42" in sent["data"]["content"]
     assert mine[2].json()["data"]["href"] == "https://example.com/o"
 

@@ -135,7 +135,10 @@ def test_template_by_trigger_name_with_layout_snippet_and_translation(api: Api, 
     layout = ok(
         api.app.post(
             "/v1/layouts",
-            json={"name": "base", "body": "<html><body><div class=wrap>{{ content }}</div>{{ snippets.footer }}</body></html>"},
+            json={
+                "name": "base",
+                "body": "<html><body><div class=wrap>{{ content }}</div>{{ snippets.footer }}</body></html>",
+            },
         )
     )["layout"]
     template = ok(
@@ -237,7 +240,11 @@ def test_hostile_template_hits_the_limits_quickly(api: Api, sink: SmtpSink) -> N
     # The worker is still alive and sending.
     after = client(api).send_email(
         SendEmailRequest(
-            identifiers={"id": person}, to=f"{person}@example.com", _from="a@example.com", subject="ok", body="ok"
+            identifiers={"id": person},
+            to=f"{person}@example.com",
+            _from="a@example.com",
+            subject="ok",
+            body="ok",
         )
     )
     assert settled(api, after["delivery_id"])["state"] == "sent"
@@ -276,34 +283,63 @@ def test_attachments_cc_bcc_and_plain_text(api: Api, sink: SmtpSink) -> None:
         ({"identifiers": {"id": "1"}, "from": "a@example.com", "subject": "s", "body": "b"}, 400, "to"),
         ({"identifiers": {"id": "1"}, "to": "x@example.com", "subject": "s", "body": "b"}, 400, "from"),
         ({"identifiers": {"id": "1", "email": "x@example.com"}, "to": "x@example.com"}, 400, "exactly one"),
-        ({"identifiers": {"id": "1"}, "to": "x@example.com", "transactional_message_id": 999999}, 404, "999999"),
         (
-            {"identifiers": {"id": "1"}, "to": "x@example.com", "from": "a@example.com", "subject": "s",
-             "body": "{% if %}"},
+            {"identifiers": {"id": "1"}, "to": "x@example.com", "transactional_message_id": 999999},
+            404,
+            "999999",
+        ),
+        (
+            {
+                "identifiers": {"id": "1"},
+                "to": "x@example.com",
+                "from": "a@example.com",
+                "subject": "s",
+                "body": "{% if %}",
+            },
             400,
             "line 1",
         ),
         (
-            {"identifiers": {"id": "1"}, "to": "x@example.com", "from": "a@example.com", "subject": "s",
-             "body": "b", "attachments": {"run.exe": base64.b64encode(b"MZ").decode()}},
+            {
+                "identifiers": {"id": "1"},
+                "to": "x@example.com",
+                "from": "a@example.com",
+                "subject": "s",
+                "body": "b",
+                "attachments": {"run.exe": base64.b64encode(b"MZ").decode()},
+            },
             403,
             "run.exe",
         ),
         (
-            {"identifiers": {"id": "1"}, "to": "x@example.com", "from": "a@example.com", "subject": "s",
-             "body": "b", "attachments": {"big.bin": base64.b64encode(b"0" * 2_100_000).decode()}},
+            {
+                "identifiers": {"id": "1"},
+                "to": "x@example.com",
+                "from": "a@example.com",
+                "subject": "s",
+                "body": "b",
+                "attachments": {"big.bin": base64.b64encode(b"0" * 2_100_000).decode()},
+            },
             413,
             "2",
         ),
         (
-            {"identifiers": {"id": "1"}, "to": "x@example.com", "from": "a@example.com", "subject": "s",
-             "body": "b", "send_at": 4_000_000_000},
+            {
+                "identifiers": {"id": "1"},
+                "to": "x@example.com",
+                "from": "a@example.com",
+                "subject": "s",
+                "body": "b",
+                "send_at": 4_000_000_000,
+            },
             400,
             "90 days",
         ),
     ],
 )
-def test_bad_sends_answer_in_the_meta_error_envelope(api: Api, body: Json, status: int, fragment: str) -> None:
+def test_bad_sends_answer_in_the_meta_error_envelope(
+    api: Api, body: Json, status: int, fragment: str
+) -> None:
     response = api.app.post("/v1/send/email", json=body)
     assert response.status_code == status, response.text
     error = response.json()["meta"]["error"]
@@ -318,15 +354,27 @@ def test_queue_draft_and_send_at(api: Api, sink: SmtpSink) -> None:
     draft = ok(
         api.app.post(
             "/v1/send/email",
-            json={"identifiers": {"id": person}, "to": f"{person}@example.com", "from": "a@example.com",
-                  "subject": "draft", "body": "b", "queue_draft": True},
+            json={
+                "identifiers": {"id": person},
+                "to": f"{person}@example.com",
+                "from": "a@example.com",
+                "subject": "draft",
+                "body": "b",
+                "queue_draft": True,
+            },
         )
     )
     later = ok(
         api.app.post(
             "/v1/send/email",
-            json={"identifiers": {"id": person}, "to": f"{person}@example.com", "from": "a@example.com",
-                  "subject": "later", "body": "b", "send_at": 1_000_000_000},
+            json={
+                "identifiers": {"id": person},
+                "to": f"{person}@example.com",
+                "from": "a@example.com",
+                "subject": "later",
+                "body": "b",
+                "send_at": 1_000_000_000,
+            },
         )
     )
     assert message(api, draft["delivery_id"])["state"] == "drafted"
@@ -340,8 +388,13 @@ def test_queue_draft_and_send_at(api: Api, sink: SmtpSink) -> None:
 def test_send_to_unsubscribed_false_drops_and_bounce_suppresses(api: Api, sink: SmtpSink) -> None:
     person = unique_id()
     identify(api, person, email=f"{person}@example.com", unsubscribed=True)
-    base = {"identifiers": {"id": person}, "to": f"{person}@example.com", "from": "a@example.com",
-            "subject": "s", "body": "b"}
+    base = {
+        "identifiers": {"id": person},
+        "to": f"{person}@example.com",
+        "from": "a@example.com",
+        "subject": "s",
+        "body": "b",
+    }
     dropped = ok(api.app.post("/v1/send/email", json={**base, "send_to_unsubscribed": False}))
     assert settled(api, dropped["delivery_id"])["state"] == "dropped"
     assert "unsubscribed" in message(api, dropped["delivery_id"])["failure_message"]
@@ -349,8 +402,12 @@ def test_send_to_unsubscribed_false_drops_and_bounce_suppresses(api: Api, sink: 
     sent = ok(api.app.post("/v1/send/email", json=base))
     assert settled(api, sent["delivery_id"])["state"] == "sent"
     # A bounce reported through Track /metrics marks the delivery and suppresses the address.
-    ok(api.track.post("/api/v1/metrics", json={"delivery_id": sent["delivery_id"], "metric": "bounced",
-                                               "reason": "550 mailbox unknown"}))
+    ok(
+        api.track.post(
+            "/api/v1/metrics",
+            json={"delivery_id": sent["delivery_id"], "metric": "bounced", "reason": "550 mailbox unknown"},
+        )
+    )
     bounced = message(api, sent["delivery_id"])
     assert bounced["state"] == "bounced"
     assert "bounced" in bounced["metrics"]

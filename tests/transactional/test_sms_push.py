@@ -58,16 +58,24 @@ def test_sms_through_a_twilio_compatible_api(api: Api, twilio: TwilioStandin) ->
     template = ok(
         api.app.post(
             "/v1/transactional",
-            json={"name": "code", "type": "sms", "content": {"body": "Hi {{ customer.first_name }}: {{ trigger.code }}"}},
+            json={
+                "name": "code",
+                "type": "sms",
+                "content": {"body": "Hi {{ customer.first_name }}: {{ trigger.code }}"},
+            },
         )
     )["message"]
     result = client(api).send_sms(
-        SendSMSRequest(transactional_message_id=template["id"], identifiers={"id": person}, message_data={"code": "9911"})
+        SendSMSRequest(
+            transactional_message_id=template["id"], identifiers={"id": person}, message_data={"code": "9911"}
+        )
     )
     sent = settled(api, result["delivery_id"])
     assert sent["state"] == "sent", sent
     assert sent["recipient"] == "+15551230000"
-    [request] = [r for r in twilio.requests if result["delivery_id"] in r.headers.get("i-twilio-idempotency-token", "")]
+    [request] = [
+        r for r in twilio.requests if result["delivery_id"] in r.headers.get("i-twilio-idempotency-token", "")
+    ]
     form = request.form()
     assert form["Body"] == ["Hi Ada: 9911"]
     assert form["To"] == ["+15551230000"]
@@ -75,8 +83,12 @@ def test_sms_through_a_twilio_compatible_api(api: Api, twilio: TwilioStandin) ->
     # A number the provider refuses for good makes the delivery undeliverable.
     twilio.unsubscribed.add("+15559999999")
     refused = client(api).send_sms(
-        SendSMSRequest(transactional_message_id=template["id"], identifiers={"id": person}, message_data={"code": "1"},
-                       to="+15559999999")
+        SendSMSRequest(
+            transactional_message_id=template["id"],
+            identifiers={"id": person},
+            message_data={"code": "1"},
+            to="+15559999999",
+        )
     )
     assert settled(api, refused["delivery_id"])["state"] == "undeliverable"
 
@@ -97,17 +109,25 @@ def test_push_to_android_and_ios_devices(api: Api, fcm: FcmStandin, apns: ApnsSt
     ok(api.track.put(f"/api/v1/customers/{person}", json={"first_name": "Grace"}))
     android, ios = f"fcm-{secrets.token_hex(8)}", apns_device_token()
     for token, platform in ((android, "android"), (ios, "ios")):
-        ok(api.track.put(f"/api/v1/customers/{person}/devices", json={"device": {"id": token, "platform": platform}}))
+        ok(
+            api.track.put(
+                f"/api/v1/customers/{person}/devices", json={"device": {"id": token, "platform": platform}}
+            )
+        )
     template = ok(
         api.app.post(
             "/v1/transactional",
-            json={"name": "shipped", "type": "push",
-                  "content": {"title": "Shipped", "message": "On its way, {{ customer.first_name }}"}},
+            json={
+                "name": "shipped",
+                "type": "push",
+                "content": {"title": "Shipped", "message": "On its way, {{ customer.first_name }}"},
+            },
         )
     )["message"]
     result = client(api).send_push(
-        SendPushRequest(transactional_message_id=template["id"], identifiers={"id": person},
-                        custom_data={"order": "42"})
+        SendPushRequest(
+            transactional_message_id=template["id"], identifiers={"id": person}, custom_data={"order": "42"}
+        )
     )
     sent = settled(api, result["delivery_id"])
     assert sent["state"] == "sent", sent
@@ -125,7 +145,9 @@ def test_push_to_android_and_ios_devices(api: Api, fcm: FcmStandin, apns: ApnsSt
     # A person without devices cannot get a push: the delivery fails and says why.
     nobody = f"p-{secrets.token_hex(4)}"
     ok(api.track.put(f"/api/v1/customers/{nobody}", json={"first_name": "Nobody"}))
-    lonely = client(api).send_push(SendPushRequest(transactional_message_id=template["id"], identifiers={"id": nobody}))
+    lonely = client(api).send_push(
+        SendPushRequest(transactional_message_id=template["id"], identifiers={"id": nobody})
+    )
     failed = settled(api, lonely["delivery_id"])
     assert failed["state"] == "failed"
     assert "device" in message(api, lonely["delivery_id"])["failure_message"]

@@ -8,7 +8,7 @@ fields of each channel and which of them are HTML (autoescaped when rendered) ar
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -18,6 +18,7 @@ from tidings.messaging.liquid import LiquidTemplates
 from tidings.models import Layout, MessageTemplate, Snippet, SubscriptionTopic
 
 CHANNELS = ("email", "sms", "push", "webhook")
+Owned = TypeVar("Owned", Layout, SubscriptionTopic)
 
 
 @dataclass(frozen=True)
@@ -205,9 +206,7 @@ def _apply(session: Session, template: MessageTemplate, body: dict[str, Any], *,
         )
 
 
-def _owned_id(
-    session: Session, model: type[Layout | SubscriptionTopic], workspace_id: int, value: Any, field: str
-) -> int | None:
+def _owned_id(session: Session, model: type[Owned], workspace_id: int, value: Any, field: str) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
@@ -358,7 +357,7 @@ def list_snippets(session: Session, workspace_id: int) -> list[dict[str, Any]]:
 
 def snippets_of(session: Session, workspace_id: int) -> dict[str, str]:
     rows = session.execute(select(Snippet.name, Snippet.value).where(Snippet.workspace_id == workspace_id))
-    return {name: value for name, value in rows.tuples()}
+    return dict(rows.tuples().all())
 
 
 def put_snippet(session: Session, workspace_id: int, body: dict[str, Any], *, now: int) -> dict[str, Any]:

@@ -674,7 +674,7 @@ class _Compiler:
             where.append(Delivery.sent_at.is_not(None))
             if node.within_days is not None:
                 where.append(Delivery.sent_at >= self.since(node.within_days))
-            return where, Delivery.sent_at.expression
+            return where, func.coalesce(Delivery.sent_at, 0)
         # Reports of the person's deliveries: found through (workspace_id, delivery_id) for each delivery
         # found through (workspace_id, person_id), never by scanning the workspace's reports.
         report = DeliveryMetricReport
