@@ -55,6 +55,14 @@ def api(mail_server: Server) -> Iterator[Api]:
     client.close()
 
 
+@pytest.fixture
+def other_api(mail_server: Server) -> Iterator[Api]:
+    """A second workspace on the same server, for isolation tests."""
+    client = Api(mail_server, mail_server.new_workspace())
+    yield client
+    client.close()
+
+
 def ok(response: httpx.Response) -> Json:
     assert response.status_code == 200, f"{response.request.method} {response.request.url}: {response.text}"
     body: Json = response.json()

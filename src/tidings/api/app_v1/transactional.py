@@ -18,6 +18,7 @@ from tidings.api.body import read_object
 from tidings.api.paths import path_value
 from tidings.api.surfaces import AppRoute, TrackV1SingleErrorRoute, json_response
 from tidings.deliveries import queries as deliveries
+from tidings.errors import Forbidden
 from tidings.messaging import templates
 from tidings.transactional import service as transactional
 
@@ -248,3 +249,22 @@ async def message_link_metrics(
         )
 
     return json_response(await runtime.db.read(load))
+
+
+async def _unsupported(channel: str) -> Response:
+    raise Forbidden(f"{channel} messages are not supported by this workspace; send email, sms or push")
+
+
+@send_router.post("/in_app", summary="In-app messages (not supported: 403, as for a workspace without them)")
+async def send_in_app(request: Request, ws: Workspace) -> Response:
+    return await _unsupported("in-app")
+
+
+@send_router.post("/inbox_message", summary="Inbox messages (not supported: 403)")
+async def send_inbox_message(request: Request, ws: Workspace) -> Response:
+    return await _unsupported("inbox")
+
+
+@send_router.post("/whatsapp", summary="WhatsApp messages (not supported: 403)")
+async def send_whatsapp(request: Request, ws: Workspace) -> Response:
+    return await _unsupported("WhatsApp")
