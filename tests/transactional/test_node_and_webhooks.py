@@ -87,7 +87,13 @@ def test_node_sends_and_metrics_come_back_as_signed_webhooks(
 
     # Posts arrive once each (the second open is not unique), in the order things happened.
     posts = receiver.wait_for(6)
-    mine = [p for p in posts if p.json()["data"].get("delivery_id") == delivery_id]
+    # Customer events name the person only; message events name the delivery.
+    mine = [
+        p
+        for p in posts
+        if p.json()["data"].get("delivery_id") == delivery_id
+        or (p.json()["object_type"] == "customer" and p.json()["data"]["identifiers"]["id"] == person)
+    ]
     names = [f"{p.json()['object_type']}_{p.json()['metric']}" for p in mine]
     assert names == [
         "email_sent",
