@@ -383,6 +383,11 @@ def test_queue_draft_and_send_at(api: Api, sink: SmtpSink) -> None:
     assert settled(api, later["delivery_id"])["state"] == "sent"
     assert message(api, draft["delivery_id"])["state"] == "drafted"
     assert copies_of(sink, draft["delivery_id"]) == 0
+    # A draft goes out when released (Tidings' POST /v1/messages/{id}/send); only a draft can be.
+    ok(api.app.post(f"/v1/messages/{draft['delivery_id']}/send"))
+    assert settled(api, draft["delivery_id"])["state"] == "sent"
+    assert copies_of(sink, draft["delivery_id"]) == 1
+    assert api.app.post(f"/v1/messages/{draft['delivery_id']}/send").status_code == 409
 
 
 def test_send_to_unsubscribed_false_drops_and_bounce_suppresses(api: Api, sink: SmtpSink) -> None:
@@ -416,3 +421,45 @@ def test_send_to_unsubscribed_false_drops_and_bounce_suppresses(api: Api, sink: 
     assert refused["state"] == "dropped"
     assert "suppressed" in refused["failure_message"]
     assert copies_of(sink, again["delivery_id"]) == 0
+
+
+def test_a_bounce_suppresses_each_address_of_a_named_recipient(api: Api, sink: SmtpSink) -> None:
+    person = unique_id()
+    base = {"identifiers": {"id": person}, "from": "a@example.com", "subject": "s", "body": "b"}
+    named = ok(api.app.post("/v1/send/email", json={**base, "to": f"Bob Bounce <{person}@example.com>"}))
+    assert settled(api, named["delivery_id"])["state"] == "sent"
+    ok(api.track.post("/api/v1/metrics", json={"delivery_id": named["delivery_id"], "metric": "bounced"}))
+    found = ok(api.app.get("/v1/esp/search_suppression/" + f"{person}@example.com"))
+    assert found != {}
+    bare = ok(api.app.post("/v1/send/email", json={**base, "to": f"{person}@example.com"}))
+    assert settled(api, bare["delivery_id"])["state"] == "dropped"
+
+
+def test_content_is_not_kept_when_retention_is_off(api: Api, sink: SmtpSink) -> None:
+    person = unique_id()
+    base = {
+        "identifiers": {"id": person},
+        "to": f"{person}@example.com",
+        "from": "a@example.com",
+        "subject": "s",
+    }
+    sent = ok(
+        api.app.post(
+            "/v1/send/email", json={**base, "body": "<p>secret</p>", "disable_message_retention": True}
+        )
+    )
+    failed = ok(
+        api.app.post(
+            "/v1/send/email", json={**base, "body": "{{ customer.nope }}", "disable_message_retention": True}
+        )
+    )
+    kept = ok(api.app.post("/v1/send/email", json={**base, "body": "<p>kept</p>"}))
+    assert "secret" in part(mail_for(sink, sent["delivery_id"]), "html")
+    for delivery_id, state in ((sent["delivery_id"], "sent"), (failed["delivery_id"], "failed")):
+        assert settled(api, delivery_id)["state"] == state
+        assert message(api, delivery_id)["forgotten"] is True
+        archived = ok(api.app.get(f"/v1/messages/{delivery_id}/archived_message"))["archived_message"]
+        assert archived["body"] is None
+    assert settled(api, kept["delivery_id"])["forgotten"] is False
+    archived = ok(api.app.get(f"/v1/messages/{kept['delivery_id']}/archived_message"))["archived_message"]
+    assert "kept" in archived["body"]

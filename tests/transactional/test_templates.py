@@ -41,6 +41,8 @@ def test_liquid_is_checked_on_save_with_line_and_column(api: Api) -> None:
     assert "column" in detail
     unknown = app_error(api.app.post("/v1/transactional", json={"name": "x", "content": {"bodyy": "b"}}), 400)
     assert "bodyy" in unknown
+    typo = app_error(api.app.post("/v1/transactional", json={"name": "x", "contnet": {"body": "b"}}), 400)
+    assert "contnet" in typo
     assert app_error(api.app.put("/v1/snippets", json={"name": "s", "value": "{{ x | nosuchfilter }}"}), 400)
     assert "content" in app_error(
         api.app.post("/v1/layouts", json={"name": "l", "body": "<html></html>"}), 400

@@ -8,6 +8,7 @@ from tests.harness import Api
 from tests.webhooks.conftest import (
     cio_id_of,
     create_webhook,
+    identify,
     make_delivery,
     ok,
     outbox,
@@ -204,3 +205,26 @@ def test_another_workspaces_events_are_not_posted(api: Api, other_api: Api, rece
     wait_sent(api, mine["id"])
     assert outbox(api, mine["id"]) == [("sent", "opened")]
     assert len(receiver.received()) == 2
+
+
+def test_subscription_changes_through_the_track_api_are_posted(api: Api, receiver: Receiver) -> None:
+    create_webhook(
+        api,
+        receiver.endpoint(),
+        ["customer_unsubscribed", "customer_subscribed", "customer_cio_subscription_preferences_changed"],
+    )
+    identify(api, "sub", email="sub@example.com")
+    identify(api, "sub", unsubscribed=True)
+    identify(api, "sub", unsubscribed=True)  # no change, no post
+    identify(api, "sub", unsubscribed=False, cio_subscription_preferences={"topics": {"topic_1": False}})
+    posts = [post.json() for post in receiver.wait_for(3)]
+    assert [post["metric"] for post in posts] == [
+        "unsubscribed",
+        "subscribed",
+        "cio_subscription_preferences_changed",
+    ]
+    assert all(post["object_type"] == "customer" for post in posts)
+    assert posts[0]["data"]["email_address"] == "sub@example.com"
+    assert posts[2]["data"]["content"] == '{"topics":{"topic_1":false}}'
+    for post in posts[:2]:
+        assert spec_errors(post) == [], post

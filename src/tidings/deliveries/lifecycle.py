@@ -9,6 +9,7 @@ complaints also put the address on the workspace's suppression list, so it is no
 
 from __future__ import annotations
 
+from email.utils import getaddresses
 from typing import Any
 
 from sqlalchemy import select
@@ -40,6 +41,8 @@ PROGRESS = ("drafted", "queued", "sending", "sent", "delivered", "opened", "clic
 NEGATIVE = frozenset({"bounced", "dropped", "failed", "spammed", "undeliverable", "unsubscribed"})
 FAILURES = frozenset({"attempted", "bounced", "dropped", "failed", "undeliverable"})
 SUPPRESS = {"bounced": "bounces", "spammed": "spam_reports"}
+# Where the sender is done with a delivery: its content may be forgotten from here on.
+SETTLED = frozenset({"sent", "failed", "dropped", "undeliverable"})
 
 
 def _advance(delivery: Delivery, metric: str) -> None:
@@ -128,7 +131,7 @@ def record(
         # Customer.io's envelope requires it on failures, empty when no reason was given.
         details["failure_message"] = reason or ""
     content = None
-    if metric == "sent" and delivery.rendered is not None:
+    if metric == "sent" and delivery.rendered is not None and delivery.retain_content:
         content = delivery.rendered
     webhooks.emit(
         session,
@@ -141,6 +144,9 @@ def record(
         content=content,
         now=now,
     )
+    if metric in SETTLED and not delivery.retain_content:
+        # disable_message_retention: the message is not kept once it is out (or will never go out).
+        delivery.rendered, delivery.request, delivery.forgotten = None, None, True
     return first
 
 
@@ -160,10 +166,13 @@ def suppress_address(
     reason: str | None = None,
     delivery_id: str | None = None,
 ) -> None:
-    if not address or "@" not in address:
+    """Suppress every address in ``address`` (a To header value may hold display names and several)."""
+    if not address:
         return
-    key = address.strip().lower()
-    if session.get(AddressSuppression, (workspace_id, key)) is None:
+    for _name, bare in getaddresses([address]):
+        key = bare.strip().lower()
+        if "@" not in key or session.get(AddressSuppression, (workspace_id, key)) is not None:
+            continue
         session.add(
             AddressSuppression(
                 workspace_id=workspace_id,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import calendar
-import hashlib
 from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
@@ -37,6 +36,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from tidings.errors import InvalidInput, NotFound
 from tidings.models import Delivery, DeliveryMetricReport, Person
+from tidings.tracking import links
 
 # The ``metric`` filter's values (Customer.io's list; ``created`` matches every delivery).
 FILTER_METRICS = (
@@ -372,12 +372,6 @@ def template_metrics(
     return {"metric": {"series": series}}
 
 
-def link_id(href: str) -> int:
-    """A stable number for a link (Tidings keeps no link table): 48 bits of its hash, so it is the same
-    in every response and safe as a JavaScript number."""
-    return int.from_bytes(hashlib.sha256(href.encode()).digest()[:6], "big")
-
-
 def link_metrics(
     session: Session,
     workspace_id: int,
@@ -418,7 +412,7 @@ def link_metrics(
     ordered = sorted(clicks.items(), key=lambda item: (-sum(item[1]), item[0]))
     return {
         "links": [
-            {"link": {"id": link_id(href), "href": href}, "metric": {"series": {"clicked": counts}}}
+            {"link": {"id": links.link_id(href), "href": href}, "metric": {"series": {"clicked": counts}}}
             for href, counts in ordered
         ]
     }

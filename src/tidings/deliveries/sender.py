@@ -270,12 +270,17 @@ class Sender:
         delivery.due_at = now + backoff(delivery.attempts)
         lifecycle.record(session, delivery, "attempted", now=now, source="tidings", reason=reason)
 
-    def finish(self, session: Session, outcomes: list[tuple[str, Sent | SendError]], now: int) -> None:
+    def finish(self, session: Session, outcomes: list[tuple[str, Sent | SendError | None]], now: int) -> None:
+        """Record each outcome; ``None`` (not sent: the batch ran out of lease) puts the delivery back."""
         for delivery_id, outcome in outcomes:
             delivery = session.get(Delivery, delivery_id)
             if delivery is None or delivery.leased_by != self.worker_id or delivery.state != "sending":
                 continue
             delivery.leased_by, delivery.leased_until = None, None
+            if outcome is None:
+                delivery.state, delivery.due_at = "queued", now
+                delivery.attempts = max(delivery.attempts - 1, 0)
+                continue
             if isinstance(outcome, Sent):
                 delivery.provider_message_id = outcome.provider_message_id
                 lifecycle.record(
@@ -286,8 +291,6 @@ class Sender:
                     source="tidings",
                     recipient=outcome.recipient or delivery.recipient,
                 )
-                if not delivery.retain_content:
-                    delivery.rendered, delivery.request = None, None
                 continue
             if outcome.transient and delivery.attempts < MAX_ATTEMPTS:
                 delivery.state = "queued"
@@ -302,13 +305,19 @@ class Sender:
     def run_due(self) -> int:
         """One batch: claim, prepare, send, finish. Returns how many deliveries it handled."""
         db, clock = self.runtime.db, self.runtime.clock
+        claimed_at = clock.now()
         with db.session() as session:
-            ids = self.claim(session, clock.now())
+            ids = self.claim(session, claimed_at)
         if not ids:
             return 0
         with db.session() as session:
             ready = self.prepare(session, ids, clock.now_int())
-        outcomes = [(item.delivery_id, self.send(item)) for item in ready]
+        # The whole batch shares one lease. Stop sending at half of it (a slow provider) and put the rest
+        # back, so no delivery is still being sent here once another worker may take it over.
+        send_until = claimed_at + self.runtime.settings.send_lease_seconds / 2
+        outcomes: list[tuple[str, Sent | SendError | None]] = [
+            (item.delivery_id, self.send(item) if clock.now() < send_until else None) for item in ready
+        ]
         if outcomes:
             with db.session() as session:
                 self.finish(session, outcomes, clock.now_int())

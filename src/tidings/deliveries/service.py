@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tidings.deliveries import lifecycle
-from tidings.errors import InvalidInput
+from tidings.errors import Conflict, InvalidInput, NotFound
 from tidings.models import Delivery, DeliveryMetricReport, Person
 from tidings.people.service import as_unix
 from tidings.segments import realtime
@@ -159,6 +159,18 @@ def unsubscribe(session: Session, delivery_id: str, body: Any, *, now: int) -> N
             session, person, delivery, unsubscribed=True, now=now, source="unsubscribe"
         )
     session.flush()
+
+
+def send_draft(session: Session, workspace_id: int, delivery_id: str, *, now: int) -> dict[str, Any]:
+    """Release a draft (``queue_draft``, or a message whose template queues drafts) for sending now."""
+    delivery = _known(session, workspace_id, delivery_id)
+    if delivery is None:
+        raise NotFound(f"message {delivery_id} not found")
+    if delivery.state != "drafted":
+        raise Conflict(f"message {delivery_id} is {delivery.state}, not a draft")
+    delivery.state, delivery.due_at = "queued", now
+    session.flush()
+    return {"delivery_id": delivery.id, "queued_at": now}
 
 
 def is_delivery_id(value: str) -> bool:

@@ -205,7 +205,8 @@ def prepare(
     except RenderFailed as exc:
         raise PrepareFailed(str(exc)) from exc
     if delivery.channel == "email":
-        rendered.setdefault("from", default_from)
+        if not rendered.get("from"):
+            rendered["from"] = default_from
         if not rendered.get("from"):
             raise PrepareFailed("no from address: set one on the message or the workspace's email settings")
         if not rendered.get("to"):

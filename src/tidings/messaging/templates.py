@@ -55,6 +55,11 @@ FIELDS: dict[str, tuple[Field, ...]] = {
     "webhook": (Field("method"), Field("url"), Field("body"), Field("headers", mapping=True)),
 }
 FLAGS = ("link_tracking", "open_tracking", "send_to_unsubscribed", "hide_message_body", "queue_drafts")
+KEYS = frozenset(
+    {"name", "description", "trigger_name", "type", "content", "languages", "layout_id", "topic_id", *FLAGS}
+)
+# What a GET answers besides KEYS: accepted and ignored, so a fetched message can be sent back changed.
+READ_ONLY = frozenset({"id", "created_at", "updated_at"})
 MAX_SNIPPET_BYTES = 16_000
 MAX_SNIPPETS_TOTAL_BYTES = 5_000_000
 MAX_NAME = 255
@@ -164,6 +169,11 @@ def get_template(session: Session, workspace_id: int, ref: int | str) -> Message
 
 
 def _apply(session: Session, template: MessageTemplate, body: dict[str, Any], *, creating: bool) -> None:
+    unknown = sorted(set(body) - KEYS - READ_ONLY)
+    if unknown:
+        raise InvalidInput(
+            f"unknown field {unknown[0]!r}; expected {', '.join(sorted(KEYS))}", field=unknown[0]
+        )
     if creating or "name" in body:
         template.name = _text(body, "name", required=True)
     if "description" in body:

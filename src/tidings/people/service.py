@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
@@ -36,6 +37,7 @@ from tidings.people.identifiers import (
     suppression_value,
 )
 from tidings.segments import realtime
+from tidings.webhooks import service as webhooks
 from tidings.workspaces.schemas import WorkspaceContext
 
 # Keys of an identify body that are not plain custom attributes.
@@ -254,6 +256,8 @@ def identify(
                 stamps[name] = stamp or now
         person.attribute_timestamps = stamps
         person.updated_at = now
+    if "unsubscribed" in changes or "cio_subscription_preferences" in changes:
+        _report_subscription(session, ws.workspace_id, person, changes, now=now)
     if created or changes:
         session.flush()
         activity.record(
@@ -303,6 +307,26 @@ def _set_identifier(person: Person, ident: Identifier) -> None:
         person.customer_id = ident.value
     elif ident.type == "email":
         person.email, person.email_key = ident.value, email_key(ident.value)
+
+
+def _report_subscription(
+    session: Session, workspace_id: int, person: Person, changes: dict[str, Any], *, now: int
+) -> None:
+    """Reporting webhooks hear of subscription changes made through the data APIs too."""
+    data = webhooks.customer_data(person)
+    if "unsubscribed" in changes:
+        metric = "unsubscribed" if person.unsubscribed else "subscribed"
+        webhooks.emit(session, workspace_id, object_type="customer", metric=metric, timestamp=now, data=data)
+    if "cio_subscription_preferences" in changes:
+        content = orjson.dumps(person.subscription_preferences).decode()
+        webhooks.emit(
+            session,
+            workspace_id,
+            object_type="customer",
+            metric="cio_subscription_preferences_changed",
+            timestamp=now,
+            data={**data, "content": content},
+        )
 
 
 def _merge_preferences(current: dict[str, Any], update_: dict[str, Any]) -> dict[str, Any]:

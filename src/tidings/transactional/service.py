@@ -114,7 +114,12 @@ def _overrides(channel: str, body: dict[str, Any]) -> dict[str, str]:
     return overrides
 
 
-def _email_checks(body: dict[str, Any], template: MessageTemplate | None, overrides: dict[str, str]) -> None:
+def _email_checks(
+    body: dict[str, Any],
+    template: MessageTemplate | None,
+    overrides: dict[str, str],
+    default_from: str | None,
+) -> None:
     if not overrides.get("to"):
         raise InvalidInput("to is required", field="to")
     recipients = 0
@@ -126,6 +131,8 @@ def _email_checks(body: dict[str, Any], template: MessageTemplate | None, overri
     if template is None or template.auto_created:
         content = template.content if template is not None else {}
         for key in ("body", "subject", "from"):
+            if key == "from" and default_from:
+                continue
             if not overrides.get(key) and not content.get(key):
                 raise InvalidInput(f"{key} is required when no transactional message is given", field=key)
     if body.get("headers") is not None:
@@ -194,7 +201,7 @@ def send(
     template = _template(session, ws, channel, body, now=now)
     overrides = _overrides(channel, body)
     if channel == "email":
-        _email_checks(body, template, overrides)
+        _email_checks(body, template, overrides, ws.settings.messaging.email.default_from)
     elif channel == "sms":
         _sms_checks(body, template, overrides)
     else:

@@ -15,6 +15,7 @@ from tidings.api.auth import runtime_of
 from tidings.api.paths import path_value
 from tidings.api.surfaces import AppRoute, json_response
 from tidings.deliveries import queries
+from tidings.deliveries import service as deliveries
 from tidings.people.queries import lookup
 
 router = APIRouter(route_class=AppRoute, tags=["App API: messages"])
@@ -87,6 +88,15 @@ async def archived_message(message_id: str, request: Request, ws: Workspace) -> 
     ref = path_value(message_id)
     view = await runtime_of(request).db.read(lambda s: queries.archived_message(s, ws.workspace_id, ref))
     return json_response(view)
+
+
+@router.post("/v1/messages/{message_id}/send", summary="Send a draft now (Tidings)")
+async def send_draft(message_id: str, request: Request, ws: Workspace) -> Response:
+    runtime = runtime_of(request)
+    delivery_id = path_value(message_id)
+    now = runtime.clock.now_int()
+    queued = await runtime.db.write(lambda s: deliveries.send_draft(s, ws.workspace_id, delivery_id, now=now))
+    return json_response(queued)
 
 
 @router.get("/v1/customers/{identifier}/messages", summary="A person's messages, newest first")
