@@ -463,3 +463,41 @@ def test_content_is_not_kept_when_retention_is_off(api: Api, sink: SmtpSink) -> 
     assert settled(api, kept["delivery_id"])["forgotten"] is False
     archived = ok(api.app.get(f"/v1/messages/{kept['delivery_id']}/archived_message"))["archived_message"]
     assert "kept" in archived["body"]
+
+
+def test_related_objects_and_trigger_data_in_liquid(api: Api, sink: SmtpSink) -> None:
+    person = unique_id()
+    ok(
+        api.track.post(
+            "/api/v2/entity",
+            json={
+                "type": "object",
+                "action": "identify",
+                "identifiers": {"object_type_id": "1", "object_id": f"acme-{person}"},
+                "attributes": {"name": "Acme"},
+                "cio_relationships": [
+                    {"identifiers": {"id": person}, "relationship_attributes": {"role": "admin"}}
+                ],
+            },
+        )
+    )
+    result = client(api).send_email(
+        SendEmailRequest(
+            identifiers={"id": person},
+            to=f"{person}@example.com",
+            _from="a@example.com",
+            subject="{{ objects.object_type_1[0].name }}",
+            body=(
+                "<p>{{ objects.object_type_1[0].relationship.role }} of {{ objects.object_type_1.size }}</p>"
+                "{% for item in trigger.items %}<i>{{ item.sku }}</i>{% endfor %}"
+                "<p>{{ delivery_id }}</p>"
+            ),
+            message_data={"items": [{"sku": "A1"}, {"sku": "B2"}]},
+        )
+    )
+    mail = mail_for(sink, result["delivery_id"])
+    assert mail["Subject"] == "Acme"
+    html = part(mail, "html")
+    assert "admin of 1" in html
+    assert "<i>A1</i><i>B2</i>" in html
+    assert result["delivery_id"] in html
