@@ -19,13 +19,14 @@ from bench.b1 import B1Result
 from bench.b2 import ITEMS_PER_REQUEST, B2Result
 from bench.b3 import BUILD_STEP_PEOPLE, CONDITIONS_TEXT, B3Result
 from bench.b4 import KIND_LABELS, B4Result
+from bench.b6 import LINKS_PER_MESSAGE, TEMPLATE_BYTES, B6Result
 from bench.b9 import BYTECODE_MODES, INHERIT, B9Result
 from bench.load import machine_load, wrk_version
 from bench.server import POSTGRES_ADMIN_URL, postgres_available
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTES_MARKER = "<!-- bench:notes — everything below is kept as written; bench.run never rewrites it -->"
-BENCHMARK_IDS = ("B1", "B2", "B3", "B4", "B9")
+BENCHMARK_IDS = ("B1", "B2", "B3", "B4", "B6", "B9")
 TARGET_B1_RPS = 5_000
 TARGET_B1_P99_MS = 50
 TARGET_B1_RATIO = 0.5
@@ -33,6 +34,8 @@ TARGET_B2_EPS = 50_000
 TARGET_B3_SECONDS = 10.0
 TARGET_B3_RATIO = 5.0
 TARGET_B4_ADDED_P99_MS = 10.0
+TARGET_B6_RENDERS = 20_000
+TARGET_B6_MESSAGES = 2_000
 TARGET_B9_RSS_MB = 150
 TARGET_B9_READY_S = 3.0
 MB = 1024 * 1024
@@ -283,6 +286,101 @@ def render_b4(results: Iterable[B4Result], env: Environment, skipped: Mapping[st
     return "\n".join(lines)
 
 
+def render_b6(result: B6Result, env: Environment, skipped: Mapping[str, str]) -> str:
+    lines = ["## B6 — Messaging: render, delivery to SMTP, transactional send", ""]
+    lines += [
+        f"Measured {env.stamp}. One message throughout (`bench/b6.py`): an order confirmation of "
+        f"{TEMPLATE_BYTES:,} bytes of Liquid (body, a layout with a `<style>` block, a footer snippet) "
+        "with a loop over the order's 3 items from the trigger data, 4 customer attributes, a `date` filter "
+        f"and {LINKS_PER_MESSAGE} links. Targets: render ≥ {_n(TARGET_B6_RENDERS)}/s, "
+        f"≥ {_n(TARGET_B6_MESSAGES)} messages/s end to end to a local SMTP server.",
+    ]
+    render = result.render
+    if render is not None:
+        lines += [
+            "",
+            f"### Render ({render.people:,} distinct people, in process, no server)",
+            "",
+            f"{len(render.runs)} run(s), each rendering every person once per figure; medians. Baseline: "
+            f"python-liquid {render.python_liquid} `Environment()` (no autoescape, its own filters), every "
+            "template parsed once, rendering the same fields and layout in a bare loop. Rendered HTML "
+            f"{render.html_bytes:,} bytes ({render.tracked_links} click-tracked links, {render.pixels} open "
+            f"pixel), MIME message {render.mime_bytes:,} bytes. Load average at start {render.load_average}.",
+            "",
+            "| what | per second | python-liquid, same work | ratio | ≥ 20,000/s |",
+            "|---|---:|---:|---:|---|",
+            f"| `render_content`: from, to, subject, preheader, body (HTML), layout, click tracking, open "
+            f"pixel, List-Unsubscribe URL | {_n(render.full)} | {_n(render.bare_full)} | {render.ratio:.3f} "
+            f"| {_mark(render.full >= TARGET_B6_RENDERS)} |",
+            f"| Liquid alone: `LiquidTemplates.render` of the body (HTML) | {_n(render.body)} "
+            f"| {_n(render.bare_body)} | {render.body_ratio:.3f} | — |",
+            f"| MIME build: `render_message` of the rendered content (CSS inlined, text part from the HTML, "
+            f"quoted-printable) | {_n(render.mime)} | — | — | — |",
+        ]
+    if result.backends:
+        first = result.backends[0]
+        runs = first.deliveries
+        deliveries = runs[0].deliveries if runs else 0
+        lines += [
+            "",
+            f"### Delivery to SMTP ({deliveries:,} deliveries a run)",
+            "",
+            f"`tidings serve --no-worker` on a fresh database; {first.people:,} people identified "
+            "through `/api/v2/batch`; the deliveries queued through `POST /v1/send/email` (16 connections, "
+            "not timed), then `tidings worker` process(es) started with `TIDINGS_SMTP_URL` pointing at an "
+            "aiosmtpd sink in its own process (`bench/smtp_sink.py`: PIPELINING, counts only). Messages/s = "
+            "deliveries / (first message accepted by the sink → the sink holds all of them and every "
+            'delivery is `sent` in the database); "with start" counts from spawning the workers. CPU per '
+            "message: the worker processes' and the sink's user + system time from the first message seen to "
+            "the end, over the messages sent in that time (start-up excluded; the database's CPU is not "
+            "counted). One run per row.",
+            "",
+            "| backend | workers | batch | messages/s | with start | ≥ 2,000/s | received / sent "
+            "| other states | worker CPU per message | sink CPU per message | queueing (not timed) "
+            "| load average at start |",
+            "|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---|",
+        ]
+        for backend in result.backends:
+            for run in backend.deliveries:
+                other = ", ".join(f"{state} {count:,}" for state, count in run.other_states.items()) or "none"
+                lines.append(
+                    f"| {backend.backend} | {run.workers} | {run.batch_size or 'default'} "
+                    f"| {_n(run.messages_per_second)} | {_n(run.messages_per_second_with_start)} "
+                    f"| {_mark(run.messages_per_second >= TARGET_B6_MESSAGES)} "
+                    f"| {run.received:,} / {run.sent:,} {_mark(run.all_sent)} | {other} "
+                    f"| {run.worker_cpu_ms_per_message:.2f} ms | {run.sink_cpu_ms_per_message:.2f} ms "
+                    f"| {run.queue_seconds:.1f} s | {run.load_average} |"
+                )
+        sends = [(backend.backend, backend.send) for backend in result.backends if backend.send is not None]
+        if sends:
+            send = sends[0][1]
+            lines += [
+                "",
+                "### Transactional send requests",
+                "",
+                f"`POST /v1/send/email` naming the message by trigger name, with the person's id and address "
+                f"and 3-item `message_data` (a new key per request), against the same `--no-worker` server "
+                f"(the deliveries stay queued). Generator: **{send.generator}**, {send.connections} "
+                f"connections, {len(send.runs)} run(s) of {send.seconds:g} s alternating with no-op `GET "
+                "/healthz` runs, as in B1; medians. The keys name people identified beforehand, so sends go "
+                "to existing people until that pool runs out (past it, each send creates its person).",
+                "",
+                "| backend | send req/s | p50 | p99 | no-op req/s | no-op p99 | ratio | every 200 committed "
+                "| non-200 | to existing people |",
+                "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+            ]
+            for backend_name, measured in sends:
+                lines.append(
+                    f"| {backend_name} | {_n(measured.send_rps)} | {_ms(measured.p50_ms)} "
+                    f"| {_ms(measured.p99_ms)} | {_n(measured.noop_rps)} | {_ms(measured.noop_p99_ms)} "
+                    f"| {measured.ratio:.3f} | {_mark(measured.all_committed)} | {measured.failed} "
+                    f"| {measured.existing_share:.0%} |"
+                )
+    for backend_name, reason in skipped.items():
+        lines.append(f"- {backend_name}: not measured ({reason})")
+    return "\n".join(lines)
+
+
 def render_b9(result: B9Result, env: Environment) -> str:
     modes = [mode for mode in (*BYTECODE_MODES, INHERIT) if result.of(mode)]
     repeats = len(result.of(modes[0])) if modes else 0
@@ -385,6 +483,7 @@ def summary(
     env: Environment,
     b3: Iterable[B3Result] = (),
     b4: Iterable[B4Result] = (),
+    b6: B6Result | None = None,
 ) -> str:
     """One line of the headline figures, for the change log."""
     items = [
@@ -401,6 +500,14 @@ def summary(
         items.append(f"B3 {r3.backend} build {r3.build.seconds:.1f} s (DuckDB ratio {r3.ratio:.0f})")
     for r4 in b4:
         items.append(f"B4 {r4.backend} added p99 up to {r4.worst_added_p99_ms:.0f} ms")
+    if b6 is not None and b6.render is not None:
+        items.append(f"B6 render {_n(b6.render.full)}/s (python-liquid ratio {b6.render.ratio:.2f})")
+    for backend in b6.backends if b6 is not None else ():
+        best = backend.best()
+        if best is not None:
+            items.append(f"B6 {backend.backend} {_n(best.messages_per_second)} msg/s")
+        if backend.send is not None:
+            items.append(f"B6 {backend.backend} send {_n(backend.send.send_rps)} req/s")
     if b9 is not None and b9.of("cached"):
         items.append(
             f"B9 idle {b9.rss_idle('cached') / MB:.0f} MB, ready {b9.ready_existing('cached'):.2f} s"

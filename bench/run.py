@@ -1,4 +1,6 @@
-"""Run the benchmarks and rewrite ``bench/RESULTS.md``: ``python -m bench.run [--only B1,B2,B3,B4,B9] …``."""
+"""Run the benchmarks and rewrite ``bench/RESULTS.md``: ``python -m bench.run [--only B1,B2,B3,B4,B6,B9] …``.
+
+Only the sections of the benchmarks run are replaced; the others and the notes are kept as they are."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from bench.b1 import B1Result, run_b1
 from bench.b2 import B2Result, run_b2
 from bench.b3 import B3Result, run_b3
 from bench.b4 import B4Result, run_b4
+from bench.b6 import B6Backend, B6Result, run_b6_backend, run_b6_render
 from bench.b9 import B9Result, run_b9
 from bench.load import pick_generator
 from bench.report import (
@@ -24,6 +27,7 @@ from bench.report import (
     render_b2,
     render_b3,
     render_b4,
+    render_b6,
     render_b9,
     summary,
     write_results,
@@ -54,6 +58,11 @@ class Size:
     b4_events: int
     b4_requests: int
     b4_warmup: int
+    # B6: distinct people rendered per figure (render runs = repeats); deliveries per delivery run, and
+    # the worker process counts to run them with.
+    b6_render_people: int
+    b6_deliveries: int
+    b6_workers: tuple[int, ...]
 
 
 SIZES = {
@@ -75,6 +84,9 @@ SIZES = {
         b4_events=100_000,
         b4_requests=1_000,
         b4_warmup=30,
+        b6_render_people=20_000,
+        b6_deliveries=20_000,
+        b6_workers=(1, 2),
     ),
     "small": Size(
         2.0,
@@ -94,6 +106,9 @@ SIZES = {
         b4_events=5_000,
         b4_requests=100,
         b4_warmup=5,
+        b6_render_people=500,
+        b6_deliveries=500,
+        b6_workers=(1, 2),
     ),
 }
 
@@ -217,6 +232,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                     warmup=size.b4_warmup,
                 )
             )
+    b6: B6Result | None = None
+    skipped_b6: dict[str, str] = {}
+    if "B6" in only:
+        print("B6 render …", flush=True)
+        wait_for_quiet(args.quiet_load, args.quiet_timeout)
+        render = run_b6_render(people=size.b6_render_people, repeats=repeats)
+        print(f"  {render.full:,.0f} renders/s, python-liquid ratio {render.ratio:.3f}", flush=True)
+        b6_backends: list[B6Backend] = []
+        for backend in backends:
+            if backend == "postgres" and not postgres_available():
+                skipped_b6[backend] = "PostgreSQL is not reachable"
+                continue
+            print(f"B6 on {backend} …", flush=True)
+            wait_for_quiet(args.quiet_load, args.quiet_timeout)
+            b6_backends.append(
+                run_b6_backend(
+                    backend,
+                    args.workdir,
+                    deliveries=size.b6_deliveries,
+                    workers=size.b6_workers,
+                    generator=generator,
+                    connections=args.connections,
+                    seconds=seconds,
+                    repeats=repeats,
+                    max_requests=size.b1_max_requests,
+                    warmup_seconds=size.warmup_seconds,
+                )
+            )
+        b6 = B6Result(render, tuple(b6_backends))
     b9: B9Result | None = None
     if "B9" in only:
         print("B9 …", flush=True)
@@ -239,16 +283,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         sections["B3"] = render_b3(b3, env, skipped_b34)
     if "B4" in only:
         sections["B4"] = render_b4(b4, env, skipped_b34)
+    if b6 is not None:
+        sections["B6"] = render_b6(b6, env, skipped_b6)
     if b9 is not None:
         sections["B9"] = render_b9(b9, env)
-    write_results(args.output, env, sections, summary(b1, b2, b9, env, b3, b4))
+    write_results(args.output, env, sections, summary(b1, b2, b9, env, b3, b4, b6))
     for text in sections.values():
         print("\n" + text, flush=True)
     print(f"\nwrote {args.output}")
     committed = all(r.all_committed for r in b1) and all(s.all_committed for r in b2 for s in r.surfaces)
     # Wrong answers, not slow ones, fail the run: B3's members must match DuckDB's, B4's every 200 and
-    # every membership exact.
+    # every membership exact, B6's every delivery received by the sink and `sent`.
     correct = all(r.members_match for r in b3) and all(r.failed == 0 and not r.inconsistent for r in b4)
+    correct = correct and (b6 is None or b6.correct)
     return 0 if committed and correct else 1
 
 

@@ -139,7 +139,7 @@ def record(
         object_type=delivery.channel,
         metric=metric,
         timestamp=at,
-        data={**webhooks.delivery_data(session, delivery), **details},
+        data=lambda: {**webhooks.delivery_data(session, delivery), **details},
         unique=first,
         content=content,
         now=now,

@@ -8,6 +8,7 @@ request never waits on somebody else's endpoint. :mod:`tidings.webhooks.sender` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -380,7 +381,7 @@ def emit(
     object_type: str,
     metric: str,
     timestamp: int,
-    data: dict[str, Any],
+    data: dict[str, Any] | Callable[[], dict[str, Any]],
     unique: bool = True,
     content: dict[str, Any] | None = None,
     now: float | None = None,
@@ -391,7 +392,8 @@ def emit(
     ``unique`` is False for a delivery's second and later opens or clicks: only full_resolution webhooks get
     those. ``content`` is the rendered message of a ``sent`` event; webhooks with with_content get it (as
     §6 shapes it). ``now`` is when the post becomes due and its 7-day retry window starts; it defaults to
-    ``timestamp``, right for callers reporting what just happened (not for back-dated reports).
+    ``timestamp``, right for callers reporting what just happened (not for back-dated reports). ``data``
+    may be a function, called only when a webhook listens.
     """
     webhooks = _subscribed(session, workspace_id, object_type, metric)
     if webhooks:
@@ -401,7 +403,8 @@ def emit(
             object_type=object_type,
             metric=metric,
             timestamp=timestamp,
-            data=data,
+            # Built only when someone listens: most workspaces have no webhooks.
+            data=data() if callable(data) else data,
             unique=unique,
             content=content,
             now=float(timestamp if now is None else now),
