@@ -31,7 +31,8 @@ from tidings.messaging.channels.sms import SmsChannel
 from tidings.messaging.channels.webhook import WebhookChannel
 from tidings.messaging.render import PrepareFailed, prepare
 from tidings.messaging.settings import MessagingSettings
-from tidings.models import Delivery, MessageTemplate, Person, SubscriptionTopic, Workspace
+from tidings.messaging.templates import snippets_of
+from tidings.models import Delivery, Layout, MessageTemplate, Person, SubscriptionTopic, Workspace
 from tidings.runtime import Runtime
 from tidings.tracking.links import delivery_links
 from tidings.workspaces.limits import WorkspaceSettings
@@ -49,7 +50,31 @@ def backoff(attempts: int) -> int:
 @dataclass
 class Ready:
     delivery_id: str
+    # Email addresses it goes to, checked against the suppression list for the whole batch at once.
+    addresses: list[str]
     outgoing: Outgoing
+
+
+class _Batch:
+    """What the deliveries of one batch share, read once: workspace settings and snippets."""
+
+    def __init__(self) -> None:
+        self._settings: dict[int, WorkspaceSettings] = {}
+        self._snippets: dict[int, dict[str, str]] = {}
+
+    def settings(self, session: Session, workspace_id: int) -> WorkspaceSettings:
+        found = self._settings.get(workspace_id)
+        if found is None:
+            workspace = session.get(Workspace, workspace_id)
+            found = WorkspaceSettings.from_stored(workspace.settings if workspace else None)
+            self._settings[workspace_id] = found
+        return found
+
+    def snippets(self, session: Session, workspace_id: int) -> dict[str, str]:
+        found = self._snippets.get(workspace_id)
+        if found is None:
+            found = self._snippets[workspace_id] = snippets_of(session, workspace_id)
+        return found
 
 
 def _channel_settings(settings: MessagingSettings, channel: str) -> Any:
@@ -144,9 +169,7 @@ class Sender:
                 return f"frequency cap: {cap.max_messages} {cap.channel} messages per {cap.per_seconds} s"
         return None
 
-    def _prepare_one(
-        self, session: Session, delivery: Delivery, settings_cache: dict[int, WorkspaceSettings], now: int
-    ) -> Ready | None:
+    def _prepare_one(self, session: Session, delivery: Delivery, batch: _Batch, now: int) -> Ready | None:
         if delivery.attempts > MAX_ATTEMPTS:
             lifecycle.record(
                 session,
@@ -157,12 +180,7 @@ class Sender:
                 reason=f"gave up after {MAX_ATTEMPTS} attempts",
             )
             return None
-        ws_settings = settings_cache.get(delivery.workspace_id)
-        if ws_settings is None:
-            workspace = session.get(Workspace, delivery.workspace_id)
-            ws_settings = WorkspaceSettings.from_stored(workspace.settings if workspace else None)
-            settings_cache[delivery.workspace_id] = ws_settings
-        messaging = ws_settings.messaging
+        messaging = batch.settings(session, delivery.workspace_id).messaging
         person = session.get(Person, delivery.person_id) if delivery.person_id is not None else None
         if person is None:
             lifecycle.record(
@@ -187,7 +205,13 @@ class Sender:
             )
             try:
                 prepared = prepare(
-                    session, delivery, template, person, links, default_from=messaging.email.default_from
+                    session,
+                    delivery,
+                    template,
+                    person,
+                    links,
+                    default_from=messaging.email.default_from,
+                    snippets=batch.snippets(session, delivery.workspace_id),
                 )
             except (PrepareFailed, ValueError) as exc:
                 lifecycle.record(session, delivery, "failed", now=now, source="tidings", reason=str(exc))
@@ -196,8 +220,8 @@ class Sender:
             delivery.recipient = prepared.recipient
             delivery.subject = prepared.subject
         content = delivery.rendered or {}
+        addresses: list[str] = []
         if delivery.channel == "email":
-            addresses: list[str] = []
             for key in ("to", "cc", "bcc"):
                 if content.get(key):
                     try:
@@ -207,19 +231,9 @@ class Sender:
                             session, delivery, "failed", now=now, source="tidings", reason=f"{key}: {exc}"
                         )
                         return None
-            suppressed = lifecycle.suppressed_addresses(session, delivery.workspace_id, addresses)
-            if suppressed:
-                lifecycle.record(
-                    session,
-                    delivery,
-                    "dropped",
-                    now=now,
-                    source="tidings",
-                    reason=f"suppressed address: {', '.join(suppressed)}",
-                )
-                return None
         return Ready(
             delivery.id,
+            addresses,
             Outgoing(
                 delivery_id=delivery.id,
                 workspace_id=delivery.workspace_id,
@@ -232,23 +246,76 @@ class Sender:
         )
 
     def prepare(self, session: Session, ids: list[str], now: int) -> list[Ready]:
-        ready: list[Ready] = []
-        cache: dict[int, WorkspaceSettings] = {}
+        batch = _Batch()
         deliveries = session.scalars(select(Delivery).where(Delivery.id.in_(ids))).all()
+        # One query each for the batch's people and templates; session.get then finds them loaded.
+        # (The identity map holds objects weakly: ``_loaded`` keeps them alive until the batch is done.)
+        person_ids = {d.person_id for d in deliveries if d.person_id is not None}
+        template_ids = {d.template_id for d in deliveries if d.template_id is not None}
+        _loaded: list[object] = []
+        if person_ids:
+            _loaded += session.scalars(select(Person).where(Person.id.in_(person_ids))).all()
+        if template_ids:
+            templates = session.scalars(
+                select(MessageTemplate).where(MessageTemplate.id.in_(template_ids))
+            ).all()
+            _loaded += templates
+            layout_ids = {t.layout_id for t in templates if t.layout_id is not None}
+            topic_ids = {t.topic_id for t in templates if t.topic_id is not None}
+            if layout_ids:
+                _loaded += session.scalars(select(Layout).where(Layout.id.in_(layout_ids))).all()
+            if topic_ids:
+                _loaded += session.scalars(
+                    select(SubscriptionTopic).where(SubscriptionTopic.id.in_(topic_ids))
+                ).all()
+        ready: list[Ready] = []
+        by_id = {}
         for delivery in deliveries:
             if delivery.leased_by != self.worker_id or delivery.state != "sending":
                 continue  # another worker took it over after our lease ran out
             try:
                 # A savepoint per delivery: one that cannot be prepared must not hold up the batch.
                 with session.begin_nested():
-                    item = self._prepare_one(session, delivery, cache, now)
+                    item = self._prepare_one(session, delivery, batch, now)
             except Exception as exc:
                 log.exception("preparing delivery %s failed", delivery.id)
                 self._retry_later(session, delivery, now, f"internal error: {exc!r}")
                 continue
             if item is not None:
                 ready.append(item)
-        return ready
+                by_id[item.delivery_id] = delivery
+        return self._unsuppressed(session, ready, by_id, now)
+
+    def _unsuppressed(
+        self, session: Session, ready: list[Ready], deliveries: dict[str, Delivery], now: int
+    ) -> list[Ready]:
+        """Drop the deliveries to a suppressed address (one query per workspace for the whole batch)."""
+        wanted: dict[int, set[str]] = {}
+        for item in ready:
+            wanted.setdefault(item.outgoing.workspace_id, set()).update(item.addresses)
+        suppressed = {
+            (workspace_id, address)
+            for workspace_id, addresses in wanted.items()
+            if addresses
+            for address in lifecycle.suppressed_addresses(session, workspace_id, sorted(addresses))
+        }
+        if not suppressed:
+            return ready
+        kept = []
+        for item in ready:
+            hit = [a for a in item.addresses if (item.outgoing.workspace_id, a.strip().lower()) in suppressed]
+            if not hit:
+                kept.append(item)
+                continue
+            lifecycle.record(
+                session,
+                deliveries[item.delivery_id],
+                "dropped",
+                now=now,
+                source="tidings",
+                reason=f"suppressed address: {', '.join(hit)}",
+            )
+        return kept
 
     # -- 3. send and finish --------------------------------------------------------------------------
 
@@ -272,6 +339,9 @@ class Sender:
 
     def finish(self, session: Session, outcomes: list[tuple[str, Sent | SendError | None]], now: int) -> None:
         """Record each outcome; ``None`` (not sent: the batch ran out of lease) puts the delivery back."""
+        # One query loads the batch; session.get below finds each delivery in the identity map.
+        # (Held in ``_loaded``: the identity map only refers to objects weakly.)
+        _loaded = session.scalars(select(Delivery).where(Delivery.id.in_([d for d, _ in outcomes]))).all()
         for delivery_id, outcome in outcomes:
             delivery = session.get(Delivery, delivery_id)
             if delivery is None or delivery.leased_by != self.worker_id or delivery.state != "sending":

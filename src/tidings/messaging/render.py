@@ -80,17 +80,28 @@ def content_of(template: MessageTemplate | None, request: dict[str, Any]) -> dic
 
 
 def load_context(
-    session: Session, delivery: Delivery, template: MessageTemplate | None, person: Person
+    session: Session,
+    delivery: Delivery,
+    template: MessageTemplate | None,
+    person: Person,
+    *,
+    content: dict[str, Any],
+    snippets: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], str | None]:
-    """The Liquid context, and the layout's source when the message has a layout."""
+    """The Liquid context, and the layout's source when the message has a layout. Related objects are
+    read only when the message mentions ``objects`` (a join per delivery otherwise wasted)."""
     request = delivery.request or {}
+    layout = session.get(Layout, template.layout_id) if template and template.layout_id else None
+    if snippets is None:
+        snippets = snippets_of(session, delivery.workspace_id)
+    sources = [layout.body if layout else "", *(str(value) for value in content.values()), *snippets.values()]
     context: dict[str, Any] = {
         "customer": customer_of(person),
         "trigger": request.get("message_data") or {},
         "event": request.get("event") or {},
         "journey": request.get("journey") or {},
-        "objects": objects_of(session, person),
-        "snippets": snippets_of(session, delivery.workspace_id),
+        "objects": objects_of(session, person) if any("objects" in text for text in sources) else {},
+        "snippets": snippets,
         "delivery_id": delivery.id,
         "message": {
             "id": template.id if template is not None else None,
@@ -99,7 +110,6 @@ def load_context(
         },
         "campaign": request.get("campaign") or {},
     }
-    layout = session.get(Layout, template.layout_id) if template and template.layout_id else None
     if layout is None:
         return context, None
     context["layout"] = {"id": layout.id, "name": layout.name}
@@ -186,11 +196,12 @@ def prepare(
     links: DeliveryLinks,
     *,
     default_from: str | None,
+    snippets: dict[str, str] | None = None,
 ) -> Prepared:
     request = delivery.request or {}
     options = request.get("options") or {}
-    context, layout = load_context(session, delivery, template, person)
     content = content_of(template, request)
+    context, layout = load_context(session, delivery, template, person, content=content, snippets=snippets)
     try:
         rendered = render_content(
             delivery.channel,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -78,15 +79,21 @@ def link_keys(session: Session, workspace_id: int, *, create: bool = True, cache
     return found
 
 
+@lru_cache(maxsize=1024)
+def _serializer(key: str, purpose: str) -> URLSafeSerializer:
+    # Built once per key and purpose: building one derives its signing key, and a message signs ~5 links.
+    return URLSafeSerializer(key, salt=purpose)
+
+
 def sign(key: str, purpose: str, payload: Any) -> str:
-    return str(URLSafeSerializer(key, salt=purpose).dumps(payload))
+    return str(_serializer(key, purpose).dumps(payload))
 
 
 def verify(keys: list[str], purpose: str, token: str) -> Any:
     """The payload of a token signed with one of ``keys`` for ``purpose``; BadSignature otherwise."""
     for key in keys:
         try:
-            return URLSafeSerializer(key, salt=purpose).loads(token)
+            return _serializer(key, purpose).loads(token)
         except BadSignature:
             continue
     raise BadSignature("link signature does not match")

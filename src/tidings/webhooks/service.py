@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
-from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, event, func, select
+from sqlalchemy.orm import Session, SessionTransaction
 
 from tidings.errors import InvalidInput, NotFound
 from tidings.ids import new_ulid
@@ -248,6 +248,7 @@ def create_webhook(session: Session, workspace_id: int, body: dict[str, Any], *,
     )
     session.add(webhook)
     session.flush()
+    _forget_enabled(session)
     return webhook_view(webhook, 0)
 
 
@@ -261,6 +262,7 @@ def update_webhook(
         setattr(webhook, key, value)
     webhook.updated_at = now
     session.flush()
+    _forget_enabled(session)
     return webhook_view(webhook, _pending(session, [webhook.id]).get(webhook.id, 0))
 
 
@@ -273,19 +275,41 @@ def delete_webhook(session: Session, workspace_id: int, webhook_id: int) -> None
         .execution_options(synchronize_session=False)
     )
     session.expunge(webhook)
+    _forget_enabled(session)
 
 
 # -- emitting ----------------------------------------------------------------------------------------
 
 
+_CACHE_KEY = "tidings.webhooks.enabled"
+
+
 def _enabled(session: Session, workspace_id: int) -> list[ReportingWebhook]:
-    return list(
-        session.scalars(
-            select(ReportingWebhook)
-            .where(ReportingWebhook.workspace_id == workspace_id, ReportingWebhook.disabled.is_(False))
-            .order_by(ReportingWebhook.id)
+    """The workspace's enabled webhooks, read once per transaction: a sending batch records many metrics,
+    and a query per metric would also flush (and so un-batch) every pending insert."""
+    cache: dict[int, list[ReportingWebhook]] = session.info.setdefault(_CACHE_KEY, {})
+    found = cache.get(workspace_id)
+    if found is None:
+        found = cache[workspace_id] = list(
+            session.scalars(
+                select(ReportingWebhook)
+                .where(ReportingWebhook.workspace_id == workspace_id, ReportingWebhook.disabled.is_(False))
+                .order_by(ReportingWebhook.id)
+            )
         )
-    )
+    return found
+
+
+def _forget_enabled(session: Session) -> None:
+    session.info.pop(_CACHE_KEY, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _transaction_ended(session: Session, transaction: SessionTransaction) -> None:
+    # The root transaction and savepoints (a rolled-back one may have created or changed a webhook); not
+    # the inner transactions every flush opens, or the cache would not outlive a flush.
+    if transaction.parent is None or transaction.nested:
+        _forget_enabled(session)
 
 
 def _listening(webhooks: list[ReportingWebhook], object_type: str, metric: str) -> list[ReportingWebhook]:

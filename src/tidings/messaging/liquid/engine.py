@@ -171,6 +171,9 @@ class LiquidTemplates:
         html: bool = False,
         links: Links | None = None,
     ) -> str:
+        if "{" not in source and len(source) * 4 <= min(self.limits.source_bytes, self.limits.output_bytes):
+            # No tag and no output: the text is its own rendering (most from, to and reply-to fields).
+            return source
         engine = self._engine
         try:
             template = engine.parsed(source, html)
