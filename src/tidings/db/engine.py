@@ -7,8 +7,10 @@ production store, reached through psycopg 3.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -32,6 +34,8 @@ def create_store_engine(url: str, *, writer: bool, pool_size: int = 8, synchrono
             pool_size=1 if writer else pool_size,
             max_overflow=0 if writer else pool_size,
             connect_args={"check_same_thread": False, "timeout": 30},
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
         )
         _configure_sqlite(engine, begin="BEGIN IMMEDIATE" if writer else "BEGIN", synchronous=synchronous)
         return engine
@@ -43,7 +47,19 @@ def create_store_engine(url: str, *, writer: bool, pool_size: int = 8, synchrono
         max_overflow=pool_size,
         pool_pre_ping=True,
         connect_args={"options": "-c jit=off"},
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
     )
+
+
+def _json_dumps(value: object) -> str:
+    # JSON columns (attributes, event data, rendered messages) go through orjson rather than the standard
+    # library: the same documents, several times faster, on every write path.
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        # Integers beyond 64 bits (legal JSON, and accepted on input): the standard library writes them.
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _configure_sqlite(engine: Engine, *, begin: str, synchronous: str) -> None:
