@@ -12,7 +12,7 @@ import pytest
 
 from tests.harness import TIDINGS
 from tidings.config import Settings
-from tidings.models import Job, PipelinesMessage
+from tidings.models import Job, PipelinesMessage, ReportingWebhook, WebhookPost
 from tidings.runtime import Runtime
 from tidings.worker import queue
 from tidings.worker.loop import Worker
@@ -111,3 +111,46 @@ def test_the_worker_command_runs_due_jobs(database_url: str, tmp_path: Path) -> 
         runtime.db.close()
     assert process.returncode is not None
     assert "Tidings worker" in (tmp_path / "worker.log").read_text()
+
+
+def test_periodic_maintenance_purges_old_webhook_posts(runtime: Runtime) -> None:
+    worker = Worker(runtime)
+    now = int(runtime.clock.now())
+    with runtime.db.session() as session:
+        workspace = create_workspace(session, "w", now=now)
+        hook = ReportingWebhook(
+            workspace_id=workspace.workspace_id,
+            name="h",
+            endpoint="https://example.com/hook",
+            events=["email_sent"],
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(hook)
+        session.flush()
+        rows = {
+            "sent-old": ("sent", now - 40 * DAY, now - 2 * DAY),
+            "sent-new": ("sent", now, now),
+            "abandoned-old": ("abandoned", now - 40 * DAY, None),
+            "abandoned-new": ("abandoned", now - 10 * DAY, None),
+            "pending-old": ("pending", now - 40 * DAY, None),
+        }
+        for event_id, (state, created, sent) in rows.items():
+            session.add(
+                WebhookPost(
+                    workspace_id=workspace.workspace_id,
+                    webhook_id=hook.id,
+                    event_id=event_id,
+                    body="{}",
+                    state=state,
+                    next_attempt_at=now + 10 * DAY,
+                    created_at=created,
+                    sent_at=sent,
+                )
+            )
+    worker.schedule_periodic()
+    runtime.clock.advance(3601)
+    assert worker.run_once() >= 1
+    with runtime.db.read_session() as session:
+        kept = sorted(p.event_id for p in session.query(WebhookPost))
+    assert kept == ["abandoned-new", "pending-old", "sent-new"]

@@ -53,8 +53,10 @@ def check_url(url: str, *, allow_private: bool) -> None:
     for info in infos:
         address = str(info[4][0])
         if not _is_public(address):
+            # The address itself is not named: the message reaches workspace users, who should not learn
+            # the internal network's addresses from it.
             raise OutboundRefused(
-                f"{host} resolves to {address}, a private or local address; set "
+                f"{host} resolves to a private or local address; the operator may set "
                 "TIDINGS_OUTBOUND_ALLOW_PRIVATE=true to allow it"
             )
 

@@ -10,7 +10,7 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from tidings.config import Settings
-from tidings.models import Event, PipelinesMessage
+from tidings.models import Event, PipelinesMessage, WebhookPost
 from tidings.segments import jobs as segment_jobs
 
 DAY = 86400
@@ -37,9 +37,23 @@ def purge_unlinked_anonymous_events(
     )
 
 
+def purge_webhook_posts(session: Session, _payload: dict[str, Any], now: float, settings: Settings) -> None:
+    """Posts already delivered are kept a day (visible while debugging an endpoint), abandoned ones a
+    month; the outbox would otherwise grow with every event."""
+    session.execute(
+        delete(WebhookPost).where(WebhookPost.state == "sent", WebhookPost.sent_at < int(now) - DAY)
+    )
+    session.execute(
+        delete(WebhookPost).where(
+            WebhookPost.state == "abandoned", WebhookPost.created_at < int(now) - 30 * DAY
+        )
+    )
+
+
 HANDLERS: dict[str, Handler] = {
     "purge_pipelines_messages": purge_pipelines_messages,
     "purge_unlinked_anonymous_events": purge_unlinked_anonymous_events,
+    "purge_webhook_posts": purge_webhook_posts,
     segment_jobs.BUILD_JOB: segment_jobs.build_step,
 }
 
@@ -53,4 +67,5 @@ class Periodic:
 PERIODIC = (
     Periodic("purge_pipelines_messages", 3600),
     Periodic("purge_unlinked_anonymous_events", 3600),
+    Periodic("purge_webhook_posts", 3600),
 )
