@@ -18,17 +18,29 @@ BACKENDS = ["sqlite", "postgres"]
 @pytest.fixture(scope="session", params=BACKENDS)
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     backend: str = request.param
-    workdir = tmp_path_factory.mktemp(f"server-{backend}")
+    yield from serve(backend, tmp_path_factory.mktemp(f"server-{backend}"))
+
+
+def serve(backend: str, workdir: Path, **env: str) -> Iterator[Server]:
+    """A running server of ``backend`` on a fresh database, stopped (and its database dropped) after use:
+    the body of every server fixture, which test packages call with the settings they need."""
     if backend == "sqlite":
-        running = start_server(f"sqlite:///{workdir / 'tidings.db'}", backend, workdir)
+        running = start_server(f"sqlite:///{workdir / 'tidings.db'}", backend, workdir, **env)
         yield running
         stop_server(running)
         return
     _require_postgres()
     with postgres_database() as url:
-        running = start_server(url, backend, workdir)
+        running = start_server(url, backend, workdir, **env)
         yield running
         stop_server(running)
+
+
+def workspace_api(server: Server) -> Iterator[Api]:
+    """Clients for a fresh workspace on ``server``, closed after use."""
+    client = Api(server, server.new_workspace())
+    yield client
+    client.close()
 
 
 def _require_postgres() -> None:
@@ -54,17 +66,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 @pytest.fixture
 def api(server: Server) -> Iterator[Api]:
-    client = Api(server, server.new_workspace())
-    yield client
-    client.close()
+    yield from workspace_api(server)
 
 
 @pytest.fixture
 def other_api(server: Server) -> Iterator[Api]:
     """A second workspace on the same server, for isolation tests."""
-    client = Api(server, server.new_workspace())
-    yield client
-    client.close()
+    yield from workspace_api(server)
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import BACKENDS, _require_postgres
-from tests.harness import Api, Server, postgres_database, start_server, stop_server
+from tests.conftest import BACKENDS, serve, workspace_api
+from tests.harness import Api, Server
 
 DAY = 86400
 DEADLINE_SECONDS = 15.0
@@ -37,32 +37,18 @@ def clock_server(
 ) -> Iterator[Server]:
     """A server of each backend with clock control on, for the segment tests only."""
     backend: str = request.param
-    workdir = tmp_path_factory.mktemp(f"segments-{backend}")
-    if backend == "sqlite":
-        running = start_server(f"sqlite:///{workdir / 'tidings.db'}", backend, workdir, **SERVER_ENV)
-        yield running
-        stop_server(running)
-        return
-    _require_postgres()
-    with postgres_database() as url:
-        running = start_server(url, backend, workdir, **SERVER_ENV)
-        yield running
-        stop_server(running)
+    yield from serve(backend, tmp_path_factory.mktemp(f"segments-{backend}"), **SERVER_ENV)
 
 
 @pytest.fixture
 def api(clock_server: Server) -> Iterator[Api]:
-    client = Api(clock_server, clock_server.new_workspace())
-    yield client
-    client.close()
+    yield from workspace_api(clock_server)
 
 
 @pytest.fixture
 def other_api(clock_server: Server) -> Iterator[Api]:
     """A second workspace on the same server, for isolation tests."""
-    client = Api(clock_server, clock_server.new_workspace())
-    yield client
-    client.close()
+    yield from workspace_api(clock_server)
 
 
 # -- helpers -------------------------------------------------------------------------------------------

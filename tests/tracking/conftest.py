@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import BACKENDS, _require_postgres
-from tests.harness import Api, Server, postgres_database, start_server, stop_server
+from tests.conftest import BACKENDS, serve, workspace_api
+from tests.harness import Api, Server
 
 SERVER_ENV = {"TIDINGS_CLOCK_CONTROL": "true", "TIDINGS_WORKER_POLL_SECONDS": "0.1"}
 
@@ -19,29 +19,15 @@ def tracking_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     backend: str = request.param
-    workdir = tmp_path_factory.mktemp(f"tracking-{backend}")
-    if backend == "sqlite":
-        running = start_server(f"sqlite:///{workdir / 'tidings.db'}", backend, workdir, **SERVER_ENV)
-        yield running
-        stop_server(running)
-        return
-    _require_postgres()
-    with postgres_database() as url:
-        running = start_server(url, backend, workdir, **SERVER_ENV)
-        yield running
-        stop_server(running)
+    yield from serve(backend, tmp_path_factory.mktemp(f"tracking-{backend}"), **SERVER_ENV)
 
 
 @pytest.fixture
 def api(tracking_server: Server) -> Iterator[Api]:
-    client = Api(tracking_server, tracking_server.new_workspace())
-    yield client
-    client.close()
+    yield from workspace_api(tracking_server)
 
 
 @pytest.fixture
 def other_api(tracking_server: Server) -> Iterator[Api]:
     """A second workspace on the same server, for isolation tests."""
-    client = Api(tracking_server, tracking_server.new_workspace())
-    yield client
-    client.close()
+    yield from workspace_api(tracking_server)

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import BACKENDS, _require_postgres
-from tests.harness import Api, Server, postgres_database, start_server, stop_server
+from tests.conftest import BACKENDS, serve, workspace_api
+from tests.harness import Api, Server
 from tests.messaging.smtp_sink import SmtpSink
 
 DEADLINE_SECONDS = 20.0
@@ -29,38 +29,24 @@ def mail_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, sink: SmtpSink
 ) -> Iterator[Server]:
     backend: str = request.param
-    workdir = tmp_path_factory.mktemp(f"transactional-{backend}")
     env = {
         "TIDINGS_SMTP_URL": sink.url,
         "TIDINGS_WORKER_POLL_SECONDS": "0.05",
         "TIDINGS_OUTBOUND_ALLOW_PRIVATE": "true",
         "TIDINGS_CLOCK_CONTROL": "true",
     }
-    if backend == "sqlite":
-        running = start_server(f"sqlite:///{workdir / 'tidings.db'}", backend, workdir, **env)
-        yield running
-        stop_server(running)
-        return
-    _require_postgres()
-    with postgres_database() as url:
-        running = start_server(url, backend, workdir, **env)
-        yield running
-        stop_server(running)
+    yield from serve(backend, tmp_path_factory.mktemp(f"transactional-{backend}"), **env)
 
 
 @pytest.fixture
 def api(mail_server: Server) -> Iterator[Api]:
-    client = Api(mail_server, mail_server.new_workspace())
-    yield client
-    client.close()
+    yield from workspace_api(mail_server)
 
 
 @pytest.fixture
 def other_api(mail_server: Server) -> Iterator[Api]:
     """A second workspace on the same server, for isolation tests."""
-    client = Api(mail_server, mail_server.new_workspace())
-    yield client
-    client.close()
+    yield from workspace_api(mail_server)
 
 
 def ok(response: httpx.Response) -> Json:

@@ -22,8 +22,8 @@ import httpx
 import jsonschema_rs
 import pytest
 
-from tests.conftest import BACKENDS, _require_postgres
-from tests.harness import Api, Server, postgres_database, start_server, stop_server
+from tests.conftest import BACKENDS, serve
+from tests.harness import Api, Server
 from tests.webhooks.receiver import Received, Receiver
 
 DEADLINE_SECONDS = 15.0
@@ -44,32 +44,19 @@ _MEDIA = _SPEC["webhooks"]["reportingWebhook"]["post"]["requestBody"]["content"]
 _ENVELOPE = jsonschema_rs.validator_for({**_MEDIA["schema"], "components": _SPEC["components"]})
 
 
-def _start(backend: str, workdir: Path, **env: str) -> Iterator[Server]:
-    if backend == "sqlite":
-        running = start_server(f"sqlite:///{workdir / 'tidings.db'}", backend, workdir, **env)
-        yield running
-        stop_server(running)
-        return
-    _require_postgres()
-    with postgres_database() as url:
-        running = start_server(url, backend, workdir, **env)
-        yield running
-        stop_server(running)
-
-
 @pytest.fixture(scope="package", params=BACKENDS)
 def webhook_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     backend: str = request.param
-    yield from _start(backend, tmp_path_factory.mktemp(f"webhooks-{backend}"), **SERVER_ENV)
+    yield from serve(backend, tmp_path_factory.mktemp(f"webhooks-{backend}"), **SERVER_ENV)
 
 
 @pytest.fixture(scope="package")
 def guarded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with the default outbound policy: private and loopback addresses are refused."""
     env = {key: value for key, value in SERVER_ENV.items() if key != "TIDINGS_OUTBOUND_ALLOW_PRIVATE"}
-    yield from _start("sqlite", tmp_path_factory.mktemp("webhooks-guarded"), **env)
+    yield from serve("sqlite", tmp_path_factory.mktemp("webhooks-guarded"), **env)
 
 
 def _workspace(server: Server) -> Iterator[Api]:

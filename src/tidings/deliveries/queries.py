@@ -34,46 +34,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from tidings.deliveries import lifecycle
 from tidings.errors import InvalidInput, NotFound
 from tidings.models import Delivery, DeliveryMetricReport, Person
 from tidings.tracking import links
 
-# The ``metric`` filter's values (Customer.io's list; ``created`` matches every delivery).
-FILTER_METRICS = (
-    "created",
-    "attempted",
-    "sent",
-    "delivered",
-    "opened",
-    "clicked",
-    "converted",
-    "bounced",
-    "spammed",
-    "unsubscribed",
-    "dropped",
-    "failed",
-    "undeliverable",
-)
-# Every metric a delivery keeps a timestamp for; the metrics series report each of them.
-SERIES_METRICS = (*FILTER_METRICS, "drafted")
-STATES = frozenset(
-    {
-        "drafted",
-        "queued",
-        "sending",
-        "sent",
-        "delivered",
-        "opened",
-        "clicked",
-        "converted",
-        "bounced",
-        "spammed",
-        "unsubscribed",
-        "dropped",
-        "failed",
-        "undeliverable",
-    }
-)
+# Every metric a delivery keeps a timestamp for (the lifecycle's list) plus ``created``; the metrics series
+# report each of them, and the ``metric`` filter takes Customer.io's list: all of them but ``drafted``
+# (``created`` matches every delivery).
+SERIES_METRICS = ("created", *lifecycle.METRICS)
+FILTER_METRICS = tuple(metric for metric in SERIES_METRICS if metric != "drafted")
+STATES = frozenset(lifecycle.PROGRESS) | lifecycle.NEGATIVE
 # Customer.io names the SMS channel after its provider in some filters.
 TYPE_ALIASES = {"twilio": "sms"}
 
