@@ -16,6 +16,7 @@ expires; every channel passes the delivery id to the provider so a retry can be 
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +27,6 @@ from sqlalchemy.orm import Session
 from tidings.deliveries import lifecycle
 from tidings.messaging.channels.base import Channel, Outgoing, SendError, Sent
 from tidings.messaging.channels.email import EmailChannel, parse_recipients
-from tidings.messaging.channels.push import PushChannel
-from tidings.messaging.channels.sms import SmsChannel
-from tidings.messaging.channels.webhook import WebhookChannel
 from tidings.messaging.render import PrepareFailed, prepare
 from tidings.messaging.settings import MessagingSettings
 from tidings.messaging.templates import snippets_of
@@ -53,6 +51,13 @@ class Ready:
     # Email addresses it goes to, checked against the suppression list for the whole batch at once.
     addresses: list[str]
     outgoing: Outgoing
+
+
+_LAZY_CHANNELS = {
+    "sms": ("tidings.messaging.channels.sms", "SmsChannel"),
+    "push": ("tidings.messaging.channels.push", "PushChannel"),
+    "webhook": ("tidings.messaging.channels.webhook", "WebhookChannel"),
+}
 
 
 class _Batch:
@@ -86,12 +91,21 @@ class Sender:
         self.runtime = runtime
         self.worker_id = worker_id
         settings = runtime.settings
-        self.channels: dict[str, Channel] = {
-            "email": EmailChannel(settings.smtp_url),
-            "sms": SmsChannel(),
-            "push": PushChannel(),
-            "webhook": WebhookChannel(allow_private=settings.outbound_allow_private),
-        }
+        self.channels: dict[str, Channel] = {"email": EmailChannel(settings.smtp_url)}
+
+    def _channel(self, name: str) -> Channel | None:
+        """The channel called ``name``, made on first use: the SMS and push channels load their providers'
+        SDKs (Twilio, Google auth, HTTP/2), some 40 MB that a workspace sending only email never needs."""
+        channel = self.channels.get(name)
+        if channel is None and name in _LAZY_CHANNELS:
+            module, class_name = _LAZY_CHANNELS[name]
+            factory = getattr(importlib.import_module(module), class_name)
+            settings = self.runtime.settings
+            channel = (
+                factory(allow_private=settings.outbound_allow_private) if name == "webhook" else factory()
+            )
+            self.channels[name] = channel
+        return channel
 
     def close(self) -> None:
         for channel in self.channels.values():
@@ -320,7 +334,7 @@ class Sender:
     # -- 3. send and finish --------------------------------------------------------------------------
 
     def send(self, item: Ready) -> Sent | SendError:
-        channel = self.channels.get(item.outgoing.channel)
+        channel = self._channel(item.outgoing.channel)
         if channel is None:
             return SendError(f"no {item.outgoing.channel} channel", transient=False)
         try:
