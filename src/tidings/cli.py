@@ -120,6 +120,22 @@ def serve(
             worker.stop()
 
 
+SECRET_SETTINGS = frozenset({"auth_token", "private_key", "service_account"})
+
+
+def _masked(value: Any, key: str = "") -> Any:
+    """Settings as printed: provider secrets hidden (terminals and CI logs keep what they show)."""
+    if isinstance(value, dict):
+        return {k: _masked(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    if value is not None and key in SECRET_SETTINGS:
+        return "***"
+    if isinstance(value, str) and key.endswith("_url"):
+        return _redact(value)
+    return value
+
+
 def _redact(url: str) -> str:
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
@@ -213,7 +229,7 @@ def workspace_configure(
     runtime = _runtime()
     with runtime.db.session() as session:
         updated = workspaces.update_settings(session, workspaces.get_workspace(session, workspace), changes)
-    sys.stdout.write(updated.model_dump_json(indent=2) + "\n")
+    sys.stdout.write(json.dumps(_masked(updated.model_dump()), indent=2) + "\n")
 
 
 def _key_dict(info: Any) -> dict[str, Any]:

@@ -34,11 +34,14 @@ def apns() -> Iterator[ApnsStandin]:
         yield running
 
 
-def configure(api: Api, **settings: object) -> None:
+def configure(api: Api, **settings: object) -> str:
+    """Set messaging settings with the CLI; returns what it printed."""
     args: list[str] = []
     for key, value in settings.items():
         args += ["--set", f"messaging.{key.replace('__', '.')}={json.dumps(value)}"]
-    run_cli(api.server.database_url, "workspace", "configure", str(api.creds.workspace_id), *args)
+    return run_cli(
+        api.server.database_url, "workspace", "configure", str(api.creds.workspace_id), *args
+    ).stdout
 
 
 def client(api: Api) -> APIClient:
@@ -46,13 +49,16 @@ def client(api: Api) -> APIClient:
 
 
 def test_sms_through_a_twilio_compatible_api(api: Api, twilio: TwilioStandin) -> None:
-    configure(
+    printed = configure(
         api,
         sms__api_url=twilio.url,
         sms__account_sid=twilio.account_sid,
         sms__auth_token=twilio.auth_token,
         sms__from_number="+15005550006",
     )
+    # The settings are printed without the provider secret.
+    assert twilio.auth_token not in printed
+    assert json.loads(printed)["messaging"]["sms"]["auth_token"] == "***"
     person = f"p-{secrets.token_hex(4)}"
     ok(api.track.put(f"/api/v1/customers/{person}", json={"first_name": "Ada", "phone": "+15551230000"}))
     template = ok(
