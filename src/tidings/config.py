@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # worker may take the delivery over (a worker that died mid-send).
     send_batch_size: int = 50
     send_lease_seconds: float = 120.0
+    # Sends in flight at once per worker: network waits overlap while the GIL is free.
+    send_concurrency: int = 4
     # Shifts the clock (seconds); tests use it to move time without sleeping.
     clock_offset_seconds: float = 0.0
     # Test and demo aid: expose POST /_tidings/clock to move this process's clock forward. Never in

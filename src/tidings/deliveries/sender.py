@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,22 +94,30 @@ class Sender:
         self.worker_id = worker_id
         settings = runtime.settings
         self.channels: dict[str, Channel] = {"email": EmailChannel(settings.smtp_url)}
+        self._pool = ThreadPoolExecutor(settings.send_concurrency, thread_name_prefix="tidings-send")
+        self._channels_lock = threading.Lock()
 
     def _channel(self, name: str) -> Channel | None:
         """The channel called ``name``, made on first use: the SMS and push channels load their providers'
         SDKs (Twilio, Google auth, HTTP/2), some 40 MB that a workspace sending only email never needs."""
         channel = self.channels.get(name)
-        if channel is None and name in _LAZY_CHANNELS:
+        if channel is not None or name not in _LAZY_CHANNELS:
+            return channel
+        with self._channels_lock:  # sends run on several threads: make each channel once
+            channel = self.channels.get(name)
+            if channel is not None:
+                return channel
             module, class_name = _LAZY_CHANNELS[name]
             factory = getattr(importlib.import_module(module), class_name)
             settings = self.runtime.settings
-            channel = (
+            made: Channel = (
                 factory(allow_private=settings.outbound_allow_private) if name == "webhook" else factory()
             )
-            self.channels[name] = channel
-        return channel
+            self.channels[name] = made
+            return made
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         for channel in self.channels.values():
             close = getattr(channel, "close", None)
             if close is not None:
@@ -399,9 +409,13 @@ class Sender:
         # The whole batch shares one lease. Stop sending at half of it (a slow provider) and put the rest
         # back, so no delivery is still being sent here once another worker may take it over.
         send_until = claimed_at + self.runtime.settings.send_lease_seconds / 2
-        outcomes: list[tuple[str, Sent | SendError | None]] = [
-            (item.delivery_id, self.send(item) if clock.now() < send_until else None) for item in ready
-        ]
+
+        def attempt(item: Ready) -> tuple[str, Sent | SendError | None]:
+            return item.delivery_id, self.send(item) if clock.now() < send_until else None
+
+        # A few sends at once: while one waits for its SMTP server or provider, another builds its
+        # message (each thread keeps its own pooled connections).
+        outcomes = list(self._pool.map(attempt, ready))
         if outcomes:
             with db.session() as session:
                 self.finish(session, outcomes, clock.now_int())
