@@ -16,7 +16,7 @@ from tidings.deliveries import lifecycle
 from tidings.errors import InvalidInput, NotFound
 from tidings.ids import new_delivery_id
 from tidings.messaging.channels.email import parse_recipients, validate_attachments, validate_headers
-from tidings.messaging.templates import FIELDS, auto_create, find_template, liquid
+from tidings.messaging.templates import auto_create, find_template, liquid
 from tidings.models import Delivery, MessageTemplate
 from tidings.people.identifiers import identifier_from_object
 from tidings.people.service import as_unix, ensure_person
@@ -100,7 +100,7 @@ def _template(
 
 
 def _overrides(channel: str, body: dict[str, Any]) -> dict[str, str]:
-    html_fields = {field.name for field in FIELDS[channel] if field.html}
+    """The request's content fields, each checked as Liquid (recipients too: they may be templated)."""
     overrides: dict[str, str] = {}
     for key in OVERRIDES[channel]:
         value = body.get(key)
@@ -108,8 +108,7 @@ def _overrides(channel: str, body: dict[str, Any]) -> dict[str, str]:
             continue
         if not isinstance(value, str):
             raise InvalidInput(f"{key} must be a string", field=key)
-        if key in html_fields or key not in {"to", "cc", "bcc"}:
-            liquid.validate(value, field=key)
+        liquid.validate(value, field=key)
         overrides[key] = value
     return overrides
 
