@@ -31,6 +31,7 @@ import threading
 import time
 import traceback
 import uuid
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -93,7 +94,7 @@ class _Failure:
     detail: dict[str, Any]
 
 
-class _Standin:
+class _Standin(ABC):
     """A hypercorn server in a thread; subclasses answer requests in ``handle`` (run on the server's event
     loop, so it must not block)."""
 
@@ -242,8 +243,9 @@ class _Standin:
         )
         await send({"type": "http.response.body", "body": reply.body})
 
+    @abstractmethod
     def handle(self, request: RecordedRequest) -> Reply:
-        raise NotImplementedError
+        """Answer one request, as the provider would."""
 
 
 def _basic_auth(headers: dict[str, str]) -> tuple[str, str] | None:
