@@ -46,13 +46,18 @@ import liquid as python_liquid
 import orjson
 import uvloop
 from sqlalchemy import func, select
-from tests.harness import free_port
 
 from bench.b1 import NOOP
 from bench.load import JSON_CONTENT, LoadResult, RequestTemplate, Workload, basic_auth, machine_load, run_load
-from bench.server import TIDINGS, RunningServer, stop_server, store_counts, throwaway_database
+from bench.server import (
+    TIDINGS,
+    RunningServer,
+    start_server,
+    stop_server,
+    store_counts,
+    throwaway_database,
+)
 from tidings.db import Database
-from tidings.db.migrate import upgrade
 from tidings.ids import new_delivery_id
 from tidings.messaging.channels.base import Outgoing
 from tidings.messaging.channels.email import message_id_domain, render_message
@@ -428,54 +433,12 @@ def _tail(path: Path, chars: int = 4000) -> str:
     return path.read_text(errors="replace")[-chars:]
 
 
-READY_TIMEOUT_SECONDS = 60.0
-
-
 def start_http_only(
     database_url: str, backend: str, logdir: Path, *, env: Mapping[str, str] | None = None
 ) -> RunningServer:
-    """``tidings serve --no-worker`` on a migrated database, ready for requests.
-
-    ``bench.server.start_server`` always starts the in-process worker, which would send (or fail) the
-    queued deliveries while they are being queued or while send requests are measured.
-    """
-    upgrade(database_url)
-    port = free_port()
-    logdir = logdir.resolve()
-    logdir.mkdir(parents=True, exist_ok=True)
-    log_path = logdir / f"serve-{backend}-{port}.log"
-    environment = {
-        **os.environ,
-        "TIDINGS_DATABASE_URL": database_url,
-        "TIDINGS_HOST": "127.0.0.1",
-        "TIDINGS_PORT": str(port),
-        **(env or {}),
-    }
-    base_url = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log:
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            [str(TIDINGS), "serve", "--no-worker"],
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=logdir,
-        )
-    deadline = started + READY_TIMEOUT_SECONDS
-    with httpx.Client(timeout=1.0) as client:
-        while time.perf_counter() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"tidings serve exited early:\n{_tail(log_path)}")
-            try:
-                if client.get(f"{base_url}/healthz").status_code == 200:
-                    ready = time.perf_counter() - started
-                    return RunningServer(backend, database_url, base_url, port, process, log_path, ready)
-            except httpx.TransportError:
-                pass
-            time.sleep(0.02)
-    process.kill()
-    process.wait()
-    raise RuntimeError(f"tidings serve was not ready in {READY_TIMEOUT_SECONDS:.0f} s")
+    """``tidings serve --no-worker`` on a migrated database: an in-process worker would send (or fail) the
+    queued deliveries while they are being queued or while send requests are measured."""
+    return start_server(database_url, backend, logdir, env=env, serve_args=("--no-worker",))
 
 
 def _new_workspace(database_url: str) -> NewWorkspace:

@@ -155,11 +155,13 @@ def start_server(
     *,
     migrate_first: bool = True,
     env: Mapping[str, str] | None = None,
+    serve_args: tuple[str, ...] = (),
 ) -> RunningServer:
     """Spawn ``tidings serve`` and wait for its first 200 from /healthz.
 
     With ``migrate_first`` the schema is created before the clock starts (as the benchmarks of request
     handling want); without it, ``serve`` migrates the empty database itself, inside the timed start.
+    ``serve_args`` go to ``tidings serve`` (B6 passes ``--no-worker``).
     """
     if migrate_first:
         upgrade(database_url)
@@ -178,7 +180,11 @@ def start_server(
     with log_path.open("wb") as log:
         started = time.perf_counter()
         process = subprocess.Popen(
-            [str(TIDINGS), "serve"], env=environment, stdout=log, stderr=subprocess.STDOUT, cwd=logdir
+            [str(TIDINGS), "serve", *serve_args],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=logdir,
         )
     deadline = started + READY_TIMEOUT_SECONDS
     with httpx.Client(timeout=1.0) as client:
