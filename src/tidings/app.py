@@ -13,6 +13,7 @@ from tidings.api import app_v1, clock_control, pipelines, track_v1, track_v2, tr
 from tidings.api.auth import Gatekeeper
 from tidings.api.paths import EncodedSlashMiddleware
 from tidings.api.surfaces import json_response
+from tidings.campaigns import triggers as _triggers  # noqa: F401  (registers campaign triggers)
 from tidings.config import get_settings
 from tidings.runtime import Runtime
 

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     send_lease_seconds: float = 120.0
     # Sends in flight at once per worker: network waits overlap while the GIL is free.
     send_concurrency: int = 4
+    # Journeys a worker claims and moves on in one transaction.
+    journey_batch_size: int = 200
     # Shifts the clock (seconds); tests use it to move time without sleeping.
     clock_offset_seconds: float = 0.0
     # Test and demo aid: expose POST /_tidings/clock to move this process's clock forward. Never in

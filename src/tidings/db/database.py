@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from tidings import signals
 from tidings.db.engine import create_store_engine
 from tidings.errors import TidingsError
 
@@ -172,10 +173,13 @@ class Database:
         try:
             with self._write_sessions() as session, session.begin():
                 for unit in batch:
+                    # A unit rolled back to its savepoint must not leave its trigger notes behind.
+                    noted = signals.mark(session)
                     try:
                         with session.begin_nested():
                             unit.result = unit.fn(session)
                         unit.done = True
+                        continue
                     except TidingsError as exc:
                         unit.error = exc
                     except _RETRYABLE:
@@ -183,6 +187,7 @@ class Database:
                     except Exception as exc:
                         log.exception("write unit failed")
                         unit.error = exc
+                    signals.rewind(session, noted)
         except Exception:
             # The COMMIT itself failed (deadlock, serialization, disk, or work run just before it): nothing
             # of the batch is durable.

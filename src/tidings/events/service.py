@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from tidings import signals
 from tidings.errors import InvalidInput
 from tidings.ids import new_ulid
 from tidings.models import Event, Form
@@ -127,7 +128,35 @@ def track_person_event(
             data={"event_id": event_id, **event.data},
         )
         realtime.touched(session, ws.workspace_id, [person_id], [event_key(event)], now=now)
+        _note(session, ws.workspace_id, person_id, event_id, event, timestamp, now=now)
     return inserted
+
+
+def _note(
+    session: Session,
+    workspace_id: int,
+    person_id: int,
+    event_id: str,
+    event: EventInput,
+    timestamp: int,
+    *,
+    now: int,
+) -> None:
+    """Tell campaigns (triggers, journeys waiting for this event, goals)."""
+    signals.note(
+        session,
+        signals.EventRecorded(
+            workspace_id,
+            person_id,
+            event_id,
+            event.name,
+            event.type,
+            event.data,
+            timestamp,
+            timestamp >= now - TRIGGER_WINDOW_SECONDS,
+        ),
+        now=now,
+    )
 
 
 def event_key(event: EventInput) -> str:
@@ -181,6 +210,7 @@ def track_anonymous_event(
             data={"event_id": event_id, "anonymous_id": anonymous_id, **event.data},
         )
         realtime.touched(session, ws.workspace_id, [person_id], [event_key(event)], now=now)
+        _note(session, ws.workspace_id, person_id, event_id, event, timestamp, now=now)
     return inserted
 
 
@@ -234,5 +264,14 @@ def submit_form(session: Session, ws: WorkspaceContext, form_id: str, body: Any,
         )
         activity.record(
             session, ws.workspace_id, ref.person_id, "form_submit", now=now, name=form_id, data=data
+        )
+        _note(
+            session,
+            ws.workspace_id,
+            ref.person_id,
+            new_ulid(),
+            EventInput(form_id, "form", data=data),
+            now,
+            now=now,
         )
     session.flush()

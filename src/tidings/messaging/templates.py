@@ -140,17 +140,22 @@ def template_view(template: MessageTemplate) -> dict[str, Any]:
 def list_templates(session: Session, workspace_id: int) -> list[dict[str, Any]]:
     rows = session.scalars(
         select(MessageTemplate)
-        .where(MessageTemplate.workspace_id == workspace_id)
+        .where(MessageTemplate.workspace_id == workspace_id, MessageTemplate.kind == "transactional")
         .order_by(MessageTemplate.id)
     )
     return [template_view(row) for row in rows]
 
 
 def find_template(session: Session, workspace_id: int, ref: int | str) -> MessageTemplate | None:
-    """By numeric id (an int, or a string of digits) or by trigger name."""
+    """A transactional message by numeric id (an int, or a string of digits) or by trigger name.
+    (Campaign actions' contents are templates too, reached through their campaign.)"""
     if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
         template = session.get(MessageTemplate, int(ref))
-        if template is not None and template.workspace_id == workspace_id:
+        if (
+            template is not None
+            and template.workspace_id == workspace_id
+            and template.kind == "transactional"
+        ):
             return template
         if isinstance(ref, int):
             return None
@@ -168,7 +173,9 @@ def get_template(session: Session, workspace_id: int, ref: int | str) -> Message
     return template
 
 
-def _apply(session: Session, template: MessageTemplate, body: dict[str, Any], *, creating: bool) -> None:
+def apply_fields(
+    session: Session, template: MessageTemplate, body: dict[str, Any], *, creating: bool
+) -> None:
     unknown = sorted(set(body) - KEYS - READ_ONLY)
     if unknown:
         raise InvalidInput(
@@ -229,7 +236,7 @@ def _owned_id(session: Session, model: type[Owned], workspace_id: int, value: An
 
 def create_template(session: Session, workspace_id: int, body: dict[str, Any], *, now: int) -> dict[str, Any]:
     template = MessageTemplate(workspace_id=workspace_id, created_at=now, updated_at=now, languages={})
-    _apply(session, template, body, creating=True)
+    apply_fields(session, template, body, creating=True)
     session.add(template)
     session.flush()
     return template_view(template)
@@ -239,7 +246,7 @@ def update_template(
     session: Session, workspace_id: int, ref: int | str, body: dict[str, Any], *, now: int
 ) -> dict[str, Any]:
     template = get_template(session, workspace_id, ref)
-    _apply(session, template, body, creating=False)
+    apply_fields(session, template, body, creating=False)
     template.updated_at = now
     session.flush()
     return template_view(template)

@@ -1,6 +1,17 @@
 """ORM tables, one module per aggregate. Importing this package registers every table."""
 
 from tidings.models.base import Base
+from tidings.models.campaign import (
+    BroadcastTrigger,
+    BroadcastTriggerError,
+    Campaign,
+    CampaignAction,
+    CampaignEntry,
+    CampaignTimer,
+    CampaignVersion,
+    Journey,
+    JourneyStep,
+)
 from tidings.models.delivery import Delivery, DeliveryMetricReport
 from tidings.models.event import Event, Form, PipelinesMessage
 from tidings.models.job import Job
@@ -17,6 +28,13 @@ __all__ = [
     "AddressSuppression",
     "AnonymousProfile",
     "Base",
+    "BroadcastTrigger",
+    "BroadcastTriggerError",
+    "Campaign",
+    "CampaignAction",
+    "CampaignEntry",
+    "CampaignTimer",
+    "CampaignVersion",
     "Credential",
     "Delivery",
     "DeliveryMetricReport",
@@ -24,6 +42,8 @@ __all__ = [
     "Event",
     "Form",
     "Job",
+    "Journey",
+    "JourneyStep",
     "Layout",
     "MessageTemplate",
     "Object",

@@ -40,6 +40,8 @@ class MessageTemplate(Base):
     name: Mapped[str] = mapped_column(Text())
     description: Mapped[str] = mapped_column(Text(), default="")
     trigger_name: Mapped[str | None] = mapped_column(Text(), default=None)
+    # transactional, or campaign (a campaign action's content: not listed with transactional messages).
+    kind: Mapped[str] = mapped_column(Text(), default="transactional", server_default="transactional")
     channel: Mapped[str] = mapped_column(Text())
     content: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
     languages: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)

@@ -30,6 +30,9 @@ class Workspace(Base):
     # Bumped whenever a segment is created, changed or deleted: processes cache the compiled segment
     # definitions per workspace and reload them when this moves.
     segments_version: Mapped[int] = mapped_column(default=0, server_default="0")
+    # The same for campaigns: bumped when a campaign's state or workflow changes (trigger matching
+    # caches each workspace's live campaigns).
+    campaigns_version: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[int]
 
 

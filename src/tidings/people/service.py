@@ -10,6 +10,7 @@ import orjson
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from tidings import signals
 from tidings.errors import InvalidInput
 from tidings.ids import new_cio_id, new_ulid
 from tidings.models import (
@@ -269,6 +270,10 @@ def identify(
             data={"created": created, "changes": changes},
         )
     session.flush()
+    if created or changes:
+        signals.note(
+            session, signals.AttributesChanged(ws.workspace_id, person.id, changes, created), now=now
+        )
     keys = [f"attr:{name}" for name in changes]
     if created:
         keys.extend(realtime.CREATED_KEYS)
@@ -392,6 +397,7 @@ def _create_named(session: Session, ws: WorkspaceContext, ident: Identifier, *, 
         data={"created": True, "changes": {}},
     )
     realtime.touched(session, ws.workspace_id, [person.id], realtime.CREATED_KEYS, now=now)
+    signals.note(session, signals.AttributesChanged(ws.workspace_id, person.id, {}, True), now=now)
     return person
 
 

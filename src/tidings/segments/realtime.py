@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, bindparam, delete, event, func, insert, literal, select, text
 from sqlalchemy.orm import Session
 
+from tidings import signals
 from tidings.models import Person, Segment, SegmentMembership, SegmentTimer, SegmentTransition, Workspace
 from tidings.people import activity
 from tidings.segments import compiler
@@ -257,6 +258,11 @@ def dependency_order(found: dict[int, Definition]) -> list[int]:
 
 @event.listens_for(Session, "before_commit")
 def _before_commit(session: Session) -> None:
+    flush_pending(session)
+
+
+def flush_pending(session: Session) -> None:
+    """Evaluate what the transaction touched so far (also run before campaign triggers react)."""
     pending: _Pending | None = session.info.pop(_PENDING, None)
     if pending is None:
         return
@@ -548,6 +554,8 @@ def _write_moves(session: Session, workspace_id: int, moves: Moves, *, now: int,
         ],
     )
     if log:
+        for segment_id, person_id, entered in moves:
+            signals.note(session, signals.SegmentMoved(workspace_id, segment_id, person_id, entered), now=now)
         activity.record_many(
             session,
             workspace_id,
@@ -558,3 +566,6 @@ def _write_moves(session: Session, workspace_id: int, moves: Moves, *, now: int,
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+signals.before_reactions(flush_pending)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tidings.errors import InvalidInput
 from tidings.models import Person, Segment
 from tidings.segments import compiler
-from tidings.segments.conditions import ConditionError, dependencies, parse
+from tidings.segments.conditions import Condition, ConditionError, dependencies, parse
 
 MAX_SEARCH_PAGE = 1000
 
@@ -57,3 +58,34 @@ def search(
         "ids": [r.customer_id or "" for r in page],
         "next": str(page[-1].id) if len(rows) > limit else "",
     }
+
+
+def holds(session: Session, workspace_id: int, document: Any, person_ids: list[int], *, now: int) -> set[int]:
+    """Which of these people a condition document holds for now (campaign filters, branches, waits)."""
+    if not person_ids:
+        return set()
+    condition = _parsed(document)
+    return set(
+        session.scalars(
+            select(Person.id).where(
+                Person.workspace_id == workspace_id,
+                Person.id.in_(person_ids),
+                compiler.predicate(condition, compiler.Context(workspace_id=workspace_id, now=now)),
+            )
+        )
+    )
+
+
+def _parsed(document: Any) -> Condition:
+    # Campaign definitions hold the same few documents and run them for every journey step.
+    key = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    found = _PARSED.get(key)
+    if found is None:
+        found = parse(document, "condition")
+        if len(_PARSED) > 4096:
+            _PARSED.clear()
+        _PARSED[key] = found
+    return found
+
+
+_PARSED: dict[bytes, Condition] = {}

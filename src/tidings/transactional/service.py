@@ -20,6 +20,7 @@ from tidings.messaging.templates import auto_create, find_template, liquid
 from tidings.models import Delivery, MessageTemplate
 from tidings.people.identifiers import identifier_from_object
 from tidings.people.service import as_unix, ensure_person
+from tidings.worker import wake
 from tidings.workspaces.schemas import WorkspaceContext
 
 MAX_SEND_AHEAD_SECONDS = 90 * 86400
@@ -237,4 +238,5 @@ def send(
     session.add(delivery)
     session.flush()
     lifecycle.created(session, delivery, now=now)
+    wake.soon(session)
     return {"delivery_id": delivery.id, "queued_at": now}

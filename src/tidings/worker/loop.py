@@ -8,11 +8,13 @@ import os
 import socket
 import threading
 
+from tidings.campaigns import triggers as _triggers  # noqa: F401  (registers campaign triggers)
 from tidings.deliveries.sender import Sender
+from tidings.journeys.engine import Engine
 from tidings.runtime import Runtime
 from tidings.segments import jobs as segment_jobs
 from tidings.webhooks import sender as webhook_sender
-from tidings.worker import queue
+from tidings.worker import queue, wake
 from tidings.worker.tasks import HANDLERS, PERIODIC
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ class Worker:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self.stopping = threading.Event()
         self.sender = Sender(runtime, self.worker_id)
+        self.engine = Engine(runtime, self.worker_id)
 
     def schedule_periodic(self) -> None:
         now = self.runtime.clock.now()
@@ -39,8 +42,8 @@ class Worker:
                 )
 
     def run_once(self) -> int:
-        """Claim and run the jobs due now, then the segment timers, deliveries and reporting-webhook posts
-        due now; return how many ran."""
+        """Claim and run the jobs due now, then the segment timers, journey steps, deliveries and
+        reporting-webhook posts due now; return how many ran."""
         settings = self.runtime.settings
         now = self.runtime.clock.now()
         with self.runtime.db.session() as session:
@@ -51,9 +54,10 @@ class Worker:
             self._run(job)
         with self.runtime.db.session() as session:
             timers = segment_jobs.run_due_timers(session, int(self.runtime.clock.now()))
+        steps = self.engine.run_due()
         sent = self.sender.run_due()
         posts = webhook_sender.run_due(self.runtime.db, settings, self.runtime.clock, self.worker_id)
-        return len(jobs) + timers + sent + posts
+        return len(jobs) + timers + steps + sent + posts
 
     def _run(self, job: queue.ClaimedJob) -> None:
         handler = HANDLERS.get(job.kind)
@@ -78,9 +82,12 @@ class Worker:
                     pass
             except Exception:
                 log.exception("worker loop error")
-            self.stopping.wait(poll)
+            # Until the poll interval passes or this process commits new due work (wake.soon).
+            wake.WORK.wait(poll)
+            wake.WORK.clear()
         # Pooled SMTP and HTTP connections are closed by the thread that used them, after its last send.
         self.sender.close()
+        self.engine.close()
 
     def start_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self.run_forever, name="tidings-worker", daemon=True)
@@ -89,3 +96,4 @@ class Worker:
 
     def stop(self) -> None:
         self.stopping.set()
+        wake.WORK.set()

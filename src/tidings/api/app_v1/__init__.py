@@ -3,6 +3,7 @@
 from fastapi import APIRouter
 
 from tidings.api.app_v1 import (
+    campaigns,
     content,
     customers,
     messages,
@@ -16,6 +17,7 @@ from tidings.api.app_v1 import (
 
 router = APIRouter()
 for module in (
+    campaigns,
     content,
     customers,
     messages,

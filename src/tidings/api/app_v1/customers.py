@@ -108,6 +108,26 @@ async def activities(
     return json_response(await runtime_of(request).db.read(load))
 
 
+@router.get("/{identifier}/journeys", summary="A person's journeys with their logs, newest first (Tidings)")
+async def journeys(
+    identifier: str,
+    request: Request,
+    ws: Workspace,
+    id_type: IdType = "id",
+    start: Start = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> Response:
+    from tidings.campaigns import service as campaigns
+
+    def load(session: Session) -> dict[str, Any]:
+        person = queries.lookup(session, ws.workspace_id, path_value(identifier), id_type)
+        return campaigns.list_journeys(
+            session, ws.workspace_id, person_id=person.id, start=start, limit=limit, with_steps=True
+        )
+
+    return json_response(await runtime_of(request).db.read(load))
+
+
 @router.get("/{identifier}/relationships", summary="Objects a person is related to")
 async def relationships(
     identifier: str,
