@@ -311,7 +311,7 @@ def event_matches(filters: list[dict[str, Any]], data: dict[str, Any]) -> bool:
             ok = present and str(expected) in (value if isinstance(value, list) else str(value))
         else:
             try:
-                number = float(value)
+                number = float(str(value))
             except (TypeError, ValueError):
                 return False
             ok = {

@@ -20,6 +20,7 @@ from tidings.campaigns import triggers
 from tidings.campaigns.definition import Definition, parse
 from tidings.errors import Conflict, InvalidInput, NotFound
 from tidings.journeys.blocks import MESSAGE_ACTION_TYPES, variant_block
+from tidings.journeys.engine import definition_of
 from tidings.journeys.workflow import BLOCK_TYPES, Block, DefinitionError
 from tidings.messaging.templates import CHANNELS, apply_fields, find_template, template_view, validate_content
 from tidings.models import (
@@ -59,7 +60,6 @@ def get_campaign(
 
 
 def current_definition(session: Session, campaign: Campaign) -> Definition:
-    from tidings.journeys.engine import definition_of
 
     return definition_of(session, campaign.id, campaign.version)
 
@@ -127,12 +127,14 @@ def _message_template(
         template = find_template(session, campaign.workspace_id, spec["template"])
         if template is None:
             raise DefinitionError(
-                f"block {block.id!r} ({block.path}.template): transactional message {spec['template']!r} not found",
+                f"block {block.id!r} ({block.path}.template): "
+                f"transactional message {spec['template']!r} not found",
                 field=f"{block.path}.template",
             )
         if template.channel != spec["channel"]:
             raise DefinitionError(
-                f"block {block.id!r} ({block.path}.template): message {template.id} is {template.channel}, not {spec['channel']}",
+                f"block {block.id!r} ({block.path}.template): "
+                f"message {template.id} is {template.channel}, not {spec['channel']}",
                 field=f"{block.path}.template",
             )
         return template.id

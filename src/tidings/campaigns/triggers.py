@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from tidings import signals
 from tidings.campaigns.definition import Definition, event_matches
+from tidings.journeys.engine import convert, definition_of
 from tidings.models import Campaign, Journey, Workspace
 from tidings.worker import wake
 
@@ -70,7 +71,6 @@ def index(session: Session, workspace_id: int) -> Index:
 
 
 def _load(session: Session, workspace_id: int, version: int) -> Index:
-    from tidings.journeys.engine import definition_of
 
     built = Index(version)
     rows = session.execute(
@@ -198,8 +198,8 @@ def _react(session: Session, workspace_id: int, found: Index, notes: list[signal
     if starts:
         session.execute(insert(Journey), starts)
         wake.soon(session)
-    for event in events:
-        _deliver_event(session, found, event, now)
+    for recorded in events:
+        _deliver_event(session, found, recorded, now)
     if changed:
         # Journeys waiting on a condition look again (their person changed).
         result = session.execute(
@@ -227,7 +227,6 @@ def _deliver_event(session: Session, found: Index, event: signals.EventRecorded,
     goals = found.goal_events.get(event.name)
     if not goals:
         return
-    from tidings.journeys.engine import convert
 
     for campaign_id, within in goals:
         journeys = session.scalars(

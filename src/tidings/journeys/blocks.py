@@ -18,16 +18,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tidings.deliveries import lifecycle
+from tidings.events.service import EventInput, track_person_event
 from tidings.ids import new_delivery_id
+from tidings.journeys import calls
+from tidings.journeys.calls import pick
 from tidings.journeys.workflow import Block, BlockType, Parser, Workflow, parse_duration, register
-from tidings.messaging.liquid import RenderFailed
+from tidings.messaging.liquid import RenderFailed, TemplateInvalid
 from tidings.messaging.render import customer_of
-from tidings.messaging.templates import CHANNELS, liquid
-from tidings.models import Delivery, Journey, Object, Person, Relationship
+from tidings.messaging.templates import CHANNELS, liquid, validate_content
+from tidings.models import CampaignAction, Delivery, Journey, Object, Person, Relationship
+from tidings.objects.service import ObjectRef, upsert_object
+from tidings.people.identifiers import Identifier
+from tidings.people.service import identify
+from tidings.segments.search import holds
 from tidings.worker import wake
 from tidings.workspaces.schemas import WorkspaceContext
 
@@ -109,7 +116,6 @@ class Step:
         return value
 
     def holds(self, condition: Any) -> bool:
-        from tidings.segments.search import holds
 
         return bool(holds(self.session, self.ws.workspace_id, condition, [self.person.id], now=self.now))
 
@@ -186,7 +192,6 @@ def _keys(p: Parser, allowed: set[str]) -> None:
 
 def _liquid(p: Parser, value: Any, key: str) -> None:
     """Check every string in ``value`` as Liquid, naming the block on error."""
-    from tidings.messaging.liquid import TemplateInvalid
 
     if isinstance(value, str):
         try:
@@ -206,7 +211,6 @@ def _liquid(p: Parser, value: Any, key: str) -> None:
 
 def _parse_message(channel: str) -> Callable[[Parser], dict[str, Any]]:
     def parse(p: Parser) -> dict[str, Any]:
-        from tidings.messaging.templates import validate_content
 
         _keys(p, MESSAGE_KEYS)
         has_template, has_content = "template" in p.body, "content" in p.body
@@ -417,10 +421,9 @@ def _run_wait_until(step: Step) -> Outcome:
         )
     notes = journey.wait or {}
     woken = journey.woken_by
-    if "event" in spec and woken is not None:
-        if _matches(notes.get("match") or {}, woken.get("data") or {}):
-            journey.attributes = {**(journey.attributes or {}), "wait_event": woken.get("data") or {}}
-            return go_on(step, f"event {woken.get('name')!r} arrived", detail={"event_id": woken.get("id")})
+    if "event" in spec and woken is not None and _matches(notes.get("match") or {}, woken.get("data") or {}):
+        journey.attributes = {**(journey.attributes or {}), "wait_event": woken.get("data") or {}}
+        return go_on(step, f"event {woken.get('name')!r} arrived", detail={"event_id": woken.get("id")})
     if "condition" in spec and step.holds(spec["condition"]):
         return go_on(step, "condition became true")
     until = notes.get("until")
@@ -482,7 +485,7 @@ def window_opens(spec: dict[str, Any], zone: ZoneInfo, now: int) -> int:
     def inside(weekday: int, at: int) -> bool:
         if start < end:
             return weekday in days and start <= at < end
-        # Overnight window (22:00–06:00): the part after midnight belongs to the day it started.
+        # Overnight window (22:00 to 06:00): the part after midnight belongs to the day it started.
         return (weekday in days and at >= start) or ((weekday - 1) % 7 in days and at < end)
 
     if inside(local.weekday(), minute):
@@ -660,9 +663,9 @@ def _parse_ab_test(p: Parser) -> dict[str, Any]:
         weight = Parser(p.block_id, f"{p.path}.variants[{index}]", item).number(
             "weight", required=False, low=0, high=100
         )
-        spec = _parse_message(channel)(nested)
-        spec["weight"] = 1.0 if weight is None else weight
-        parsed.append(spec)
+        variant = _parse_message(channel)(nested)
+        variant["weight"] = 1.0 if weight is None else weight
+        parsed.append(variant)
     if sum(v["weight"] for v in parsed) <= 0:
         raise p.fail("weights must not all be 0", "variants")
     winner = p.body.get("winner")
@@ -703,9 +706,6 @@ def _run_ab_test(step: Step) -> Outcome:
 
 def _decide_winner(step: Step, actions: list[ActionInfo | None]) -> int | None:
     """Once the test has run its course, the variant with the best rate of the winner metric wins."""
-    from sqlalchemy import func
-
-    from tidings.models import CampaignAction
 
     winner = step.block.spec["winner"]
     own = step.action()
@@ -766,8 +766,6 @@ def _rendered_attributes(step: Step) -> dict[str, Any]:
 
 
 def _run_update_person(step: Step) -> Outcome:
-    from tidings.people.identifiers import Identifier
-    from tidings.people.service import identify
 
     values = _rendered_attributes(step)
     values.update(dict.fromkeys(step.block.spec["unset"]))
@@ -805,8 +803,6 @@ def _parse_send_event(p: Parser) -> dict[str, Any]:
 
 
 def _run_send_event(step: Step) -> Outcome:
-    from tidings.events.service import EventInput, track_person_event
-    from tidings.people.identifiers import Identifier
 
     name = str(step.render(step.block.spec["event"], "event"))
     data = step.render(step.block.spec["data"], "data")
@@ -843,9 +839,6 @@ def _parse_update_related(p: Parser) -> dict[str, Any]:
 
 def _run_update_related(step: Step) -> Outcome:
     """Update the person's related objects of a type, or the people related to those objects."""
-    from tidings.objects.service import ObjectRef, upsert_object
-    from tidings.people.identifiers import Identifier
-    from tidings.people.service import identify
 
     spec = step.block.spec
     values = _rendered_attributes(step)
@@ -919,7 +912,6 @@ def _parse_http_request(p: Parser) -> dict[str, Any]:
 
 
 def _run_http_request(step: Step) -> Outcome:
-    from tidings.journeys import calls
 
     spec = step.block.spec
     try:
@@ -949,7 +941,6 @@ def _http_failed(step: Step, reason: str) -> Outcome:
 
 
 def _resume_http_request(step: Step, result: dict[str, Any]) -> Outcome:
-    from tidings.journeys.calls import pick
 
     if result.get("error"):
         return _http_failed(step, str(result["error"]))

@@ -295,9 +295,9 @@ class Engine:
         rules = definition.reentry
         if entry.entries and rules["mode"] == "once":
             return "already entered (re-entry: once)"
-        if entry.entries and rules["mode"] == "every" and entry.last_entered_at is not None:
-            if now < entry.last_entered_at + rules["every"]:
-                return f"entered less than {rules['every']} s ago"
+        last = entry.last_entered_at
+        if entry.entries and rules["mode"] == "every" and last is not None and now < last + rules["every"]:
+            return f"entered less than {rules['every']} s ago"
         if entry.running >= rules["max_concurrent"]:
             return f"already in {entry.running} journeys (at most {rules['max_concurrent']} at once)"
         if definition.filters is not None and not holds(
@@ -326,16 +326,16 @@ class Engine:
             else definition_of(session, campaign.id, campaign.version)
         )
         goal, exits = current.goal, current.exit
+        sent_at = journey.last_sent_at
         if (
             goal is not None
             and "condition" in goal
             and journey.converted_at is None
-            and journey.last_sent_at is not None
+            and sent_at is not None
+            and now <= sent_at + goal["within"]
+            and holds(session, journey.workspace_id, goal["condition"], [person.id], now=now)
         ):
-            if now <= journey.last_sent_at + goal["within"] and holds(
-                session, journey.workspace_id, goal["condition"], [person.id], now=now
-            ):
-                convert(session, journey, now)
+            convert(session, journey, now)
         if exits["on_goal"] and journey.converted_at is not None:
             return "goal met"
         if exits["on_leave_segment"]:

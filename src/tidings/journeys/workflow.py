@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidings.errors import InvalidInput
+from tidings.segments.conditions import ConditionError, parse
 
 MAX_BLOCKS = 500
 MAX_DEPTH = 20
@@ -114,7 +115,6 @@ class Parser:
 
     def condition(self, key: str, *, required: bool = True) -> Any:
         """A segment-style condition document, checked now (see tidings.segments.conditions)."""
-        from tidings.segments.conditions import ConditionError, parse
 
         value = self.body.get(key)
         if value is None:
@@ -207,7 +207,8 @@ def _compile_list(
         if block_type is None:
             known = ", ".join(sorted(BLOCK_TYPES))
             raise DefinitionError(
-                f"block {block_id!r} ({block_path}.type): unknown block type {kind!r}; expected one of {known}",
+                f"block {block_id!r} ({block_path}.type): unknown block type {kind!r}; "
+                f"expected one of {known}",
                 field=f"{block_path}.type",
             )
         name = body.get("name", "")

@@ -15,6 +15,7 @@ from tidings.api.auth import runtime_of
 from tidings.api.body import read_object
 from tidings.api.paths import path_value
 from tidings.api.surfaces import AppRoute, json_response
+from tidings.campaigns import service as campaigns
 from tidings.errors import InvalidInput
 from tidings.people import queries
 from tidings.segments import search
@@ -117,7 +118,6 @@ async def journeys(
     start: Start = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> Response:
-    from tidings.campaigns import service as campaigns
 
     def load(session: Session) -> dict[str, Any]:
         person = queries.lookup(session, ws.workspace_id, path_value(identifier), id_type)
