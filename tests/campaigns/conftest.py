@@ -108,9 +108,16 @@ def eventually(check: Callable[[], Any], *, what: str, deadline: float = 20.0) -
         time.sleep(0.05)
 
 
-def email_block(block_id: str, subject: str, body: str = "<p>Hi {{ customer.first_name }}</p>") -> Json:
+def email_block(
+    block_id: str, subject: str, body: str = "<p>Hi {{ customer.first_name | default: 'there' }}</p>"
+) -> Json:
     return {
         "id": block_id,
         "type": "email",
-        "content": {"from": "news@example.com", "to": "{{ customer.email }}", "subject": subject, "body": body},
+        "content": {
+            "from": "news@example.com",
+            "to": "{{ customer.email }}",
+            "subject": subject,
+            "body": body,
+        },
     }
