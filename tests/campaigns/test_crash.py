@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,10 @@ def start_worker(server: Server, sink: SmtpSink, log: Path, offset: int) -> subp
         )
 
 
+def _started(log: Path) -> bool:
+    return "started" in log.read_text()
+
+
 def test_workers_killed_mid_journey_lose_and_repeat_nothing(database: str, tmp_path: Path) -> None:
     randomness = random.Random(7)
     with SmtpSink() as sink:
@@ -94,8 +99,9 @@ def test_workers_killed_mid_journey_lose_and_repeat_nothing(database: str, tmp_p
                     for n in range(2)
                 ]
                 for n in range(2):
-                    log = tmp_path / f"worker-{round_}-{n}.log"
-                    eventually(lambda log=log: "started" in log.read_text(), what="a worker to start")
+                    eventually(
+                        partial(_started, tmp_path / f"worker-{round_}-{n}.log"), what="a worker to start"
+                    )
                 time.sleep(randomness.uniform(0.05, 0.8))
                 for worker in pair:
                     worker.send_signal(signal.SIGKILL)

@@ -164,7 +164,8 @@ def test_goal_conversion_exits_and_is_attributed_to_the_last_message(
     cio.track("buyer", "purchased")
     eventually(lambda: journeys(api, campaign["id"])[0]["state"] == "exited", what="the journey to exit")
     [journey] = journeys(api, campaign["id"])
-    assert journey["exit_reason"] == "goal met" and journey["converted_at"]
+    assert journey["exit_reason"] == "goal met"
+    assert journey["converted_at"]
     message = api.app.get(f"/v1/messages/{delivery_id}").json()["message"]
     assert message["metrics"].get("converted")
     advance(api, 86400 + 1)
@@ -242,4 +243,5 @@ def test_pause_holds_journeys_and_edits_keep_journeys_on_their_version(
     advance(api, 3601)
     assert mail_to(sink, late)[0].message["Subject"] == "Version two"
     archived = api.app.post(f"/v1/campaigns/{campaign['id']}/archive").json()["campaign"]
-    assert archived["state"] == "archived" and archived["active"] is False
+    assert archived["state"] == "archived"
+    assert archived["active"] is False
