@@ -20,6 +20,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from tidings.app import create_app
+from tidings.campaigns import service as campaign_service
 from tidings.config import Settings, get_settings
 from tidings.db import migrate
 from tidings.errors import TidingsError
@@ -48,6 +49,10 @@ messages_app = typer.Typer(
 )
 app.add_typer(segments_app, name="segments")
 app.add_typer(messages_app, name="messages")
+campaigns_app = typer.Typer(
+    help="Campaigns and broadcasts: apply definitions from files, list them.", no_args_is_help=True
+)
+app.add_typer(campaigns_app, name="campaigns")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -506,6 +511,73 @@ def messages_list(
     table = Table("id", "name", "trigger", "type")
     for row in rows:
         table.add_row(str(row["id"]), escape(row["name"]), escape(row["trigger_name"] or ""), row["type"])
+    console.print(table)
+
+
+# -- campaigns --------------------------------------------------------------------------------------------
+
+
+@campaigns_app.command("apply")
+def campaigns_apply(
+    file: Annotated[str, typer.Argument(help="A YAML or JSON campaign definition, or {campaigns: [...]}.")],
+    workspace: Annotated[str, typer.Option("--workspace", help="Workspace id, site id or name.")],
+    activate: Annotated[bool, typer.Option("--activate", help="Start draft campaigns once saved.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Create campaigns, or save a new version of those with the same name: all of the file, or none."""
+    try:
+        document = _read_document(file)
+        items = (
+            document["campaigns"] if isinstance(document, dict) and "campaigns" in document else [document]
+        )
+        if not isinstance(items, list):
+            raise _fail("campaigns must be a list of definitions")
+        runtime = _runtime()
+        now = runtime.clock.now_int()
+        results = []
+        with runtime.db.session() as session:
+            workspace_id = workspaces.get_workspace(session, workspace).id
+            for item in items:
+                results.append(
+                    campaign_service.apply(session, workspace_id, item, activate=activate, now=now)
+                )
+    except TidingsError as exc:
+        raise _fail(exc.message) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(results) + "\n")
+        return
+    for row in results:
+        sys.stdout.write(
+            f"{row['action']:<9} {row['id']!s:>6}  v{row['version']}  {row['state']:<8} {row['name']}\n"
+        )
+
+
+@campaigns_app.command("list")
+def campaigns_list(
+    workspace: Annotated[str, typer.Option("--workspace", help="Workspace id, site id or name.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List a workspace's campaigns and broadcasts with their journeys by state."""
+    try:
+        runtime = _runtime()
+        with runtime.db.read_session() as session:
+            workspace_id = workspaces.get_workspace(session, workspace).id
+            rows = [
+                {**view, "journeys": campaign_service.journey_counts(session, view["id"])}
+                for kind in ("campaign", "broadcast")
+                for view in campaign_service.list_campaigns(session, workspace_id, kind=kind)
+            ]
+    except TidingsError as exc:
+        raise _fail(exc.message) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    table = Table("id", "name", "type", "state", "version", "journeys")
+    for row in rows:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(row["journeys"].items()))
+        table.add_row(
+            str(row["id"]), escape(row["name"]), row["type"], row["status"], str(row["version"]), counts
+        )
     console.print(table)
 
 

@@ -248,6 +248,32 @@ def change_state(
     return campaign_view(session, campaign)
 
 
+def apply(session: Session, workspace_id: int, document: Any, *, activate: bool, now: int) -> dict[str, Any]:
+    """Create the campaign, or save a new version of the one with the same name (the CLI's apply)."""
+    name = document.get("name") if isinstance(document, dict) else None
+    existing = session.scalars(
+        select(Campaign).where(
+            Campaign.workspace_id == workspace_id, Campaign.name == name, Campaign.state != "archived"
+        )
+    ).first()
+    if existing is None:
+        view = create_campaign(session, workspace_id, document, now=now)
+        action = "created"
+    else:
+        before = existing.version
+        view = update_campaign(session, workspace_id, existing.id, document, now=now)
+        action = "updated" if view["version"] != before else "unchanged"
+    if activate and view["status"] == "draft":
+        view = change_state(session, workspace_id, view["id"], "activate", now=now)
+    return {
+        "action": action,
+        "id": view["id"],
+        "name": view["name"],
+        "version": view["version"],
+        "state": view["status"],
+    }
+
+
 # -- views ----------------------------------------------------------------------------------------------
 
 

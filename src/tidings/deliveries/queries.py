@@ -5,7 +5,10 @@ metrics series (``/v1/messages``, ``/v1/customers/{id}/messages``, ``/v1/transac
 Lists are newest first and paged with an opaque keyset cursor on ``(created_at, id)``: rows written
 after a client started paging never shift the pages it has not read yet, so it sees no duplicates and
 no gaps. Metrics series count the per-metric timestamp columns (each delivery at most once per metric,
-as Customer.io counts deliveries), in ``steps`` buckets that end now, oldest first.
+as Customer.io counts deliveries) of the deliveries in a ``Scope`` (one transactional template, campaign,
+broadcast or action, optionally one channel), in ``steps`` buckets that end now, oldest first, or in
+buckets aligned to a resolution in a time zone (``aligned_edges``). Journey metrics count the journeys
+of a campaign the same way.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from __future__ import annotations
 import base64
 import binascii
 import calendar
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
 from itertools import pairwise
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 from sqlalchemy import (
@@ -36,7 +41,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from tidings.deliveries import lifecycle
 from tidings.errors import InvalidInput, NotFound
-from tidings.models import Delivery, DeliveryMetricReport, Person
+from tidings.models import Delivery, DeliveryMetricReport, Journey, Person
 from tidings.tracking import links
 
 # Every metric a delivery keeps a timestamp for (the lifecycle's list) plus ``created``; the metrics series
@@ -209,6 +214,7 @@ def list_messages(
     metric: str | None = None,
     drafts: bool | None = None,
     campaign_id: int | None = None,
+    broadcast_id: int | None = None,
     newsletter_id: int | None = None,
     action_id: int | None = None,
     start_ts: int | None = None,
@@ -237,6 +243,7 @@ def list_messages(
         query = query.where(Delivery.channel == TYPE_ALIASES.get(type, type))
     for column, value in (
         (Delivery.campaign_id, campaign_id),
+        (Delivery.broadcast_id, broadcast_id),
         (Delivery.newsletter_id, newsletter_id),
         (Delivery.action_id, action_id),
         (Delivery.template_id, template_id),
@@ -310,16 +317,132 @@ def _bucket(column: SQLColumnExpression[int], edges: list[int]) -> ColumnElement
     return case(*((column < edge, index) for index, edge in enumerate(edges[1:-1])), else_=len(edges) - 2)
 
 
-def _series_select(
-    metric: str, workspace_id: int, template_id: int, edges: list[int]
-) -> Select[str, int, int]:
+# -- resolution-aligned buckets (campaign metrics v2, journey metrics) -------------------------------------
+
+# Customer.io's ``res`` values, each naming one of four bucket lengths.
+RESOLUTIONS = {
+    "hours": "hours",
+    "hourly": "hours",
+    "days": "days",
+    "daily": "days",
+    "weeks": "weeks",
+    "weekly": "weeks",
+    "months": "months",
+    "monthly": "months",
+}
+# Buckets ending with the one holding ``end`` when no ``start`` is given.
+DEFAULT_BUCKETS = {"hours": 24, "days": 30, "weeks": 12, "months": 12}
+MAX_BUCKETS = 1000
+# Keeps every edge a valid date (years 1970 to 3000) whatever the time zone.
+MAX_UNIX = 32_503_680_000
+
+
+def _zone(tz: str) -> ZoneInfo:
+    try:
+        if not tz or "\x00" in tz:
+            raise ValueError(tz)
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise InvalidInput(
+            "tz must be an IANA time zone name, such as America/New_York", field="tz"
+        ) from None
+
+
+def _floor(moment: int, unit: str, zone: ZoneInfo) -> datetime:
+    """The start, in ``zone``, of the ``unit`` holding ``moment`` (weeks start on Monday)."""
+    local = datetime.fromtimestamp(moment, zone)
+    if unit == "hours":
+        return local.replace(minute=0, second=0, microsecond=0)
+    day = local.date()
+    if unit == "weeks":
+        day -= timedelta(days=day.weekday())
+    elif unit == "months":
+        day = day.replace(day=1)
+    return datetime.combine(day, time(), tzinfo=zone)
+
+
+def _edge(origin: datetime, unit: str, index: int) -> int:
+    """The start of the ``index``-th bucket after the one starting at ``origin`` (negative: before). Hours
+    are 3600 s apart; days, weeks and months follow the zone's calendar, so a day may last 23 or 25 hours."""
+    if unit == "hours":
+        return int(origin.timestamp()) + 3600 * index
+    if unit == "months":
+        return int(_shift_months(origin, index).timestamp())
+    step = timedelta(days=index) if unit == "days" else timedelta(weeks=index)
+    return int(datetime.combine(origin.date() + step, time(), tzinfo=origin.tzinfo).timestamp())
+
+
+def aligned_edges(res: str, *, tz: str, start: int | None, end: int | None, now: int) -> list[int]:
+    """Edges of buckets one ``res`` long, aligned to the resolution in ``tz``: the first bucket holds
+    ``start``, the last one holds ``end`` (default now). Without ``start``, the series is the
+    ``DEFAULT_BUCKETS`` buckets ending with the one holding ``end``."""
+    unit = RESOLUTIONS.get(res)
+    if unit is None:
+        raise InvalidInput(f"res must be one of {', '.join(RESOLUTIONS)}", field="res")
+    zone = _zone(tz)
+    end = now if end is None else end
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and not 0 <= value <= MAX_UNIX:
+            raise InvalidInput(f"{name} must be a unix time between 0 and {MAX_UNIX}", field=name)
+    if start is None:
+        start = max(0, _edge(_floor(end, unit, zone), unit, 1 - DEFAULT_BUCKETS[unit]))
+    if start > end:
+        raise InvalidInput("start must not be after end", field="start")
+    origin = _floor(start, unit, zone)
+    edges = [_edge(origin, unit, 0)]
+    while edges[-1] <= end:
+        if len(edges) > MAX_BUCKETS:
+            raise InvalidInput(f"start to end spans more than {MAX_BUCKETS} buckets of {unit}", field="res")
+        edges.append(_edge(origin, unit, len(edges)))
+    return edges
+
+
+# -- scoped series -------------------------------------------------------------------------------------
+
+# What a metrics series can be limited to: deliveries with one of these columns equal to a value.
+SCOPE_COLUMNS: dict[str, InstrumentedAttribute[int | None]] = {
+    "template_id": Delivery.template_id,
+    "campaign_id": Delivery.campaign_id,
+    "broadcast_id": Delivery.broadcast_id,
+    "action_id": Delivery.action_id,
+}
+# Channels the ``type`` filter of the campaign metrics accepts (Customer.io's names; ``twilio`` is sms).
+CHANNEL_TYPES = ("email", "sms", "twilio", "push", "webhook", "slack", "in_app")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which deliveries a series counts: those whose ``column`` (a ``SCOPE_COLUMNS`` name) is ``value``,
+    through ``channel`` only when it is set."""
+
+    column: str
+    value: int
+    channel: str | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        conditions = [SCOPE_COLUMNS[self.column] == self.value]
+        if self.channel is not None:
+            conditions.append(Delivery.channel == self.channel)
+        return conditions
+
+
+def channel_of(type: str | None) -> str | None:
+    """The channel a ``type`` filter names (None: every channel)."""
+    if not type:
+        return None
+    if type not in CHANNEL_TYPES:
+        raise InvalidInput(f"type must be one of {', '.join(CHANNEL_TYPES)}", field="type")
+    return TYPE_ALIASES.get(type, type)
+
+
+def _series_select(metric: str, workspace_id: int, scope: Scope, edges: list[int]) -> Select[str, int, int]:
     column = _column(metric)
     bucket = _bucket(column, edges).label("bucket")
     return (
         select(literal(metric).label("metric"), bucket, func.count().label("n"))
         .where(
             Delivery.workspace_id == workspace_id,
-            Delivery.template_id == template_id,
+            *scope.conditions(),
             column >= edges[0],
             column < edges[-1],
             # Nothing happens to a delivery before it exists: bounds the template index scan.
@@ -330,31 +453,47 @@ def _series_select(
     )
 
 
+def metrics_series(
+    session: Session, workspace_id: int, scope: Scope, edges: list[int]
+) -> dict[str, list[int]]:
+    """``{metric: [count per bucket, oldest first]}`` for the buckets between ``edges``, in one round trip:
+    one grouped count per metric, all in a single UNION ALL."""
+    series = {metric: [0] * (len(edges) - 1) for metric in SERIES_METRICS}
+    query = union_all(*(_series_select(m, workspace_id, scope, edges) for m in SERIES_METRICS))
+    for metric, bucket, count in session.execute(query):
+        series[metric][int(bucket)] = int(count)
+    return series
+
+
+def scope_metrics(
+    session: Session, workspace_id: int, scope: Scope, *, period: str, steps: int | None, now: int
+) -> dict[str, Any]:
+    """``{"metric": {"series": {metric: [count per bucket, oldest first]}}}``, ``steps`` buckets of one
+    ``period`` ending now."""
+    edges = series_edges(period, steps, now=now)
+    return {"metric": {"series": metrics_series(session, workspace_id, scope, edges)}}
+
+
 def template_metrics(
     session: Session, workspace_id: int, template_id: int, *, period: str, steps: int | None, now: int
 ) -> dict[str, Any]:
-    """``{"metric": {"series": {metric: [count per bucket, oldest first]}}}`` in one round trip: one
-    grouped count per metric, all in a single UNION ALL."""
-    edges = series_edges(period, steps, now=now)
-    series = {metric: [0] * (len(edges) - 1) for metric in SERIES_METRICS}
-    query = union_all(*(_series_select(m, workspace_id, template_id, edges) for m in SERIES_METRICS))
-    for metric, bucket, count in session.execute(query):
-        series[metric][int(bucket)] = int(count)
-    return {"metric": {"series": series}}
+    """A transactional message template's metrics series."""
+    scope = Scope("template_id", template_id)
+    return scope_metrics(session, workspace_id, scope, period=period, steps=steps, now=now)
 
 
-def link_metrics(
+def scope_link_metrics(
     session: Session,
     workspace_id: int,
-    template_id: int,
+    scope: Scope,
     *,
     period: str,
     steps: int | None,
     unique: bool,
     now: int,
 ) -> dict[str, Any]:
-    """Clicks per link of a template's deliveries, per bucket, most clicked link first. ``unique``
-    counts each person once per bucket (a deleted person's deliveries count once each)."""
+    """Clicks per link of the scope's deliveries, per bucket, most clicked link first. ``unique`` counts
+    each person once per bucket (a deleted person's deliveries count once each)."""
     edges = series_edges(period, steps, now=now)
     report = DeliveryMetricReport
     bucket = _bucket(report.timestamp, edges).label("bucket")
@@ -368,7 +507,7 @@ def link_metrics(
         .join(Delivery, and_(Delivery.id == report.delivery_id, Delivery.workspace_id == report.workspace_id))
         .where(
             report.workspace_id == workspace_id,
-            Delivery.template_id == template_id,
+            *scope.conditions(),
             report.metric == "clicked",
             report.href.is_not(None),
             report.timestamp >= edges[0],
@@ -387,3 +526,60 @@ def link_metrics(
             for href, counts in ordered
         ]
     }
+
+
+def link_metrics(
+    session: Session,
+    workspace_id: int,
+    template_id: int,
+    *,
+    period: str,
+    steps: int | None,
+    unique: bool,
+    now: int,
+) -> dict[str, Any]:
+    """Clicks per link of a transactional message template's deliveries."""
+    scope = Scope("template_id", template_id)
+    return scope_link_metrics(
+        session, workspace_id, scope, period=period, steps=steps, unique=unique, now=now
+    )
+
+
+# -- journey metrics -----------------------------------------------------------------------------------
+
+# Each journey counts once per series, in the bucket of the moment named: ``started`` when it entered
+# the campaign (passed the entry rules), ``finished`` when it completed the workflow, ``exited`` when it
+# left early (an exit condition, archiving), ``converted`` when it met the campaign's goal. Rejected
+# and failed journeys are in none of the series but ``converted``'s (they never convert).
+JOURNEY_SERIES: dict[str, tuple[InstrumentedAttribute[Any], str | None]] = {
+    "started": (Journey.entered_at, None),
+    "finished": (Journey.finished_at, "completed"),
+    "exited": (Journey.finished_at, "exited"),
+    "converted": (Journey.converted_at, None),
+}
+
+
+def journey_series(
+    session: Session, workspace_id: int, campaign_id: int, edges: list[int]
+) -> dict[str, list[int]]:
+    """``{series: [journeys per bucket, oldest first]}`` for ``JOURNEY_SERIES``, in one round trip."""
+    selects = []
+    for name, (column, state) in JOURNEY_SERIES.items():
+        conditions = [
+            Journey.workspace_id == workspace_id,
+            Journey.campaign_id == campaign_id,
+            column >= edges[0],
+            column < edges[-1],
+        ]
+        if state is not None:
+            conditions.append(Journey.state == state)
+        bucket = _bucket(column, edges).label("bucket")
+        selects.append(
+            select(literal(name).label("series"), bucket, func.count().label("n"))
+            .where(*conditions)
+            .group_by("bucket")
+        )
+    series = {name: [0] * (len(edges) - 1) for name in JOURNEY_SERIES}
+    for name, index, count in session.execute(union_all(*selects)):
+        series[name][int(index)] = int(count)
+    return series

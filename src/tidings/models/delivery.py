@@ -50,6 +50,10 @@ class Delivery(Base):
         Index("ix_deliveries_due", "state", "due_at"),
         Index("ix_deliveries_listing", "workspace_id", "created_at", "id"),
         Index("ix_deliveries_template", "workspace_id", "template_id", "created_at"),
+        # Campaign, broadcast and action metrics and message lists.
+        Index("ix_deliveries_campaign", "workspace_id", "campaign_id", "created_at"),
+        Index("ix_deliveries_broadcast", "workspace_id", "broadcast_id", "created_at"),
+        Index("ix_deliveries_action", "action_id"),
     )
 
     id: Mapped[str] = mapped_column(Text(), primary_key=True)

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
+from tidings.broadcasts import service as broadcasts
 from tidings.config import Settings
 from tidings.models import Event, PipelinesMessage, WebhookPost
 from tidings.segments import jobs as segment_jobs
@@ -55,6 +56,7 @@ HANDLERS: dict[str, Handler] = {
     "purge_unlinked_anonymous_events": purge_unlinked_anonymous_events,
     "purge_webhook_posts": purge_webhook_posts,
     segment_jobs.BUILD_JOB: segment_jobs.build_step,
+    broadcasts.EXPAND_JOB: broadcasts.expand,
 }
 
 

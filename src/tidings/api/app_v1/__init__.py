@@ -3,6 +3,8 @@
 from fastapi import APIRouter
 
 from tidings.api.app_v1 import (
+    broadcasts,
+    campaign_metrics,
     campaigns,
     content,
     customers,
@@ -17,6 +19,8 @@ from tidings.api.app_v1 import (
 
 router = APIRouter()
 for module in (
+    broadcasts,
+    campaign_metrics,
     campaigns,
     content,
     customers,

@@ -351,6 +351,15 @@ def upgrade() -> None:
         batch_op.create_index("ix_journey_steps_action", ["campaign_id", "action_id", "at"], unique=False)
         batch_op.create_index("ix_journey_steps_journey", ["journey_id", "seq"], unique=False)
 
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.create_index("ix_deliveries_action", ["action_id"], unique=False)
+        batch_op.create_index(
+            "ix_deliveries_broadcast", ["workspace_id", "broadcast_id", "created_at"], unique=False
+        )
+        batch_op.create_index(
+            "ix_deliveries_campaign", ["workspace_id", "campaign_id", "created_at"], unique=False
+        )
+
     with op.batch_alter_table("message_templates", schema=None) as batch_op:
         batch_op.add_column(sa.Column("kind", sa.Text(), server_default="transactional", nullable=False))
 
@@ -374,6 +383,11 @@ def downgrade() -> None:
 
     with op.batch_alter_table("message_templates", schema=None) as batch_op:
         batch_op.drop_column("kind")
+
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_deliveries_campaign")
+        batch_op.drop_index("ix_deliveries_broadcast")
+        batch_op.drop_index("ix_deliveries_action")
 
     with op.batch_alter_table("journey_steps", schema=None) as batch_op:
         batch_op.drop_index("ix_journey_steps_journey")
