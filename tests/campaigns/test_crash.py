@@ -115,9 +115,9 @@ def test_workers_killed_mid_journey_lose_and_repeat_nothing(database: str, tmp_p
                         else None
                     ),
                     what="every journey to complete",
-                    deadline=60,
+                    deadline=180,
                 )
-                eventually(lambda: len(sink.messages) >= 2 * PEOPLE, what="every message", deadline=30)
+                eventually(lambda: len(sink.messages) >= 2 * PEOPLE, what="every message", deadline=90)
                 time.sleep(0.5)
             finally:
                 survivor.send_signal(signal.SIGINT)
