@@ -281,6 +281,8 @@ def parse(document: Any) -> Definition:
     goal = _goal(document.get("goal"))
     if "steps" not in document:
         raise _fail("steps", "is required: a list of blocks")
+    if document["steps"] == []:
+        raise _fail("steps", "must hold at least one block")
     workflow = compile_steps(document["steps"])
     return Definition(
         document=document,

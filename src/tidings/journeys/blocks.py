@@ -25,7 +25,6 @@ from tidings.deliveries import lifecycle
 from tidings.events.service import EventInput, track_person_event
 from tidings.ids import new_delivery_id
 from tidings.journeys import calls
-from tidings.journeys.calls import pick
 from tidings.journeys.workflow import Block, BlockType, Parser, Workflow, parse_duration, register
 from tidings.messaging.liquid import RenderFailed, TemplateInvalid
 from tidings.messaging.render import customer_of
@@ -120,12 +119,27 @@ class Step:
         return bool(holds(self.session, self.ws.workspace_id, condition, [self.person.id], now=self.now))
 
     def fraction(self, salt: str = "") -> float:
-        """A number in [0, 1) fixed for this journey and block: splits are reproducible and uniform."""
-        digest = hashlib.sha256(f"{self.journey.id}:{self.block.id}:{salt}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64
+        return journey_fraction(self.journey.id, self.block.id, salt)
 
     def action(self, block_id: str | None = None) -> ActionInfo | None:
         return self.campaign.actions.get(block_id or self.block.id)
+
+
+def journey_fraction(journey_id: int, block_id: str, salt: str = "") -> float:
+    """A number in [0, 1) fixed for a journey and block: splits are reproducible, and uniform over
+    journeys (a hash, not a random draw, so a step re-run after a crash picks the same branch)."""
+    digest = hashlib.sha256(f"{journey_id}:{block_id}:{salt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def pick_share(point: float, weights: list[float]) -> int:
+    """The index whose share of ``sum(weights)`` holds ``point`` (a number in [0, 1))."""
+    limit, total = point * sum(weights), 0.0
+    for index, weight in enumerate(weights):
+        total += weight
+        if limit < total:
+            return index
+    return len(weights) - 1
 
 
 @dataclass
@@ -592,13 +606,8 @@ def _parse_random_split(p: Parser) -> dict[str, Any]:
 
 
 def _run_random_split(step: Step) -> Outcome:
-    point, total = step.fraction() * 100, 0.0
-    percents = step.block.spec["percents"]
-    for index, percent in enumerate(percents):
-        total += percent
-        if point < total or index == len(percents) - 1:
-            return branch(step, f"cohorts[{index}].steps", f"cohort {index}")
-    raise AssertionError("unreachable")
+    index = pick_share(step.fraction(), step.block.spec["percents"])
+    return branch(step, f"cohorts[{index}].steps", f"cohort {index}")
 
 
 block_type(
@@ -688,13 +697,7 @@ def _run_ab_test(step: Step) -> Outcome:
     if chosen is None:
         chosen = _decide_winner(step, actions)
     if chosen is None:
-        point, total = step.fraction() * sum(v["weight"] for v in spec["variants"]), 0.0
-        chosen = len(spec["variants"]) - 1
-        for index, variant in enumerate(spec["variants"]):
-            total += variant["weight"]
-            if point < total:
-                chosen = index
-                break
+        chosen = pick_share(step.fraction(), [v["weight"] for v in spec["variants"]])
         how = "testing"
     else:
         how = "winner"
@@ -948,7 +951,7 @@ def _resume_http_request(step: Step, result: dict[str, Any]) -> Outcome:
     if not 200 <= status < 300:
         return _http_failed(step, f"HTTP {status}")
     stored = {
-        name: pick(result.get("json"), result.get("text"), path)
+        name: calls.pick(result.get("json"), result.get("text"), path)
         for name, path in step.block.spec["store"].items()
     }
     if stored:

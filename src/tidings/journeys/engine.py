@@ -292,14 +292,11 @@ class Engine:
                 )
                 session.add(found)
             entry = found
-        rules = definition.reentry
-        if entry.entries and rules["mode"] == "once":
-            return "already entered (re-entry: once)"
-        last = entry.last_entered_at
-        if entry.entries and rules["mode"] == "every" and last is not None and now < last + rules["every"]:
-            return f"entered less than {rules['every']} s ago"
-        if entry.running >= rules["max_concurrent"]:
-            return f"already in {entry.running} journeys (at most {rules['max_concurrent']} at once)"
+        refused = reentry_refusal(
+            definition.reentry, entry.entries, entry.running, entry.last_entered_at, now
+        )
+        if refused is not None:
+            return refused
         if definition.filters is not None and not holds(
             session, journey.workspace_id, definition.filters, [person.id], now=now
         ):
@@ -439,6 +436,21 @@ class Engine:
             pending = self.advance(session, batch, journey, now, first=outcome)
         for item in pending:
             self._pool.submit(self._call, item)
+
+
+def reentry_refusal(
+    rules: dict[str, Any], entries: int, running: int, last_entered_at: int | None, now: int
+) -> str | None:
+    """Why the re-entry rules keep a person out (given how often they entered, how many of their journeys
+    run and when they last entered), or None."""
+    if entries and rules["mode"] == "once":
+        return "already entered (re-entry: once)"
+    last = last_entered_at
+    if entries and rules["mode"] == "every" and last is not None and now < last + rules["every"]:
+        return f"entered less than {rules['every']} s ago"
+    if running >= rules["max_concurrent"]:
+        return f"already in {running} journeys (at most {rules['max_concurrent']} at once)"
+    return None
 
 
 def convert(session: Session, journey: Journey, now: int) -> None:
