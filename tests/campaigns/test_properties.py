@@ -4,8 +4,8 @@ asked for, and re-entry rules admit exactly the entries a plain model of them ad
 from __future__ import annotations
 
 import math
-from itertools import pairwise
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
