@@ -203,6 +203,13 @@ def trigger(session: Session, workspace_id: int, broadcast_id: int, body: Any, n
             f"broadcast {broadcast_id} is {campaign.state}; only an active broadcast can be triggered"
         )
     request = validate(session, workspace_id, body)
+    return {"id": queue_audience(session, campaign, request, now).id}
+
+
+def queue_audience(session: Session, campaign: Campaign, request: Json, now: int) -> BroadcastTrigger:
+    """Record a checked trigger request and queue the job that turns its audience into journeys (also how
+    a scheduled campaign's run reaches its audience)."""
+    workspace_id = campaign.workspace_id
     row = BroadcastTrigger(
         workspace_id=workspace_id,
         campaign_id=campaign.id,
@@ -222,7 +229,7 @@ def trigger(session: Session, workspace_id: int, broadcast_id: int, body: Any, n
         payload["phase"] = "check"
     queue.enqueue(session, EXPAND_JOB, run_at=now, now=now, workspace_id=workspace_id, payload=payload)
     wake.soon(session)
-    return {"id": row.id}
+    return row
 
 
 # -- the expansion job ----------------------------------------------------------------------------------

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tidings.journeys import blocks as _blocks  # registers the block types
-from tidings.journeys.blocks import as_time
+from tidings.journeys.blocks import CLOCK, DAYS, as_time
 from tidings.journeys.workflow import DefinitionError, Parser, Workflow, compile_steps, parse_duration
 from tidings.segments.conditions import ConditionError
 from tidings.segments.conditions import parse as parse_condition
@@ -105,11 +106,11 @@ def _trigger(value: Any) -> dict[str, Any]:
         "event": {"event", "event_type", "filters"},
         "segment": {"segment_id", "on"},
         "attribute": {"attribute", "from", "to"},
-        "date": {"attribute", "offset", "recurring", "at"},
+        "date": {"attribute", "offset", "recurring"},
         "object": {"object_type_id", "on", "attribute"},
         "relationship": {"object_type_id", "on"},
         "broadcast": {"audience"},
-        "scheduled": {"at", "every", "time", "timezone", "audience"},
+        "scheduled": {"at", "every", "day", "time", "timezone", "audience"},
     }[kind]
     unknown = sorted(set(value) - allowed - {"type"})
     if unknown:
@@ -184,8 +185,17 @@ def _trigger(value: Any) -> dict[str, Any]:
                     raise _fail("trigger.every", "must be day or week")
                 parser = Parser("trigger", "trigger", value)
                 time = value.get("time", "09:00")
-                if not isinstance(time, str) or len(time.split(":")) != 2:
-                    raise _fail("trigger.time", "must be HH:MM")
+                if not isinstance(time, str) or not CLOCK.match(time):
+                    raise _fail("trigger.time", "must be a time of day HH:MM")
+                day = value.get("day", "mon")
+                if value["every"] == "week" and day not in DAYS:
+                    raise _fail("trigger.day", f"must be one of {', '.join(DAYS)}")
+                zone = value.get("timezone", "UTC")
+                try:
+                    ZoneInfo(str(zone))
+                except (ZoneInfoNotFoundError, ValueError):
+                    raise _fail("trigger.timezone", f"unknown time zone {zone!r}") from None
+                out["day"] = day
                 out.update(
                     every=value["every"],
                     time=time,
@@ -194,14 +204,20 @@ def _trigger(value: Any) -> dict[str, Any]:
     return out
 
 
-def _reentry(value: Any, *, broadcast: bool) -> dict[str, Any]:
+def _recurs(trigger: dict[str, Any]) -> bool:
+    """Triggers that fire again by design (a yearly date, a repeating schedule)."""
+    return trigger.get("recurring") == "yearly" or "every" in trigger
+
+
+def _reentry(value: Any, *, broadcast: bool, recurring: bool) -> dict[str, Any]:
     if broadcast:
         # Every trigger of a broadcast reaches its audience again; re-entry rules do not apply.
         if value is not None:
             raise _fail("reentry", "a broadcast has no re-entry rules: every trigger reaches its audience")
         return {"mode": "always", "every": None, "max_concurrent": 1000}
     if value is None:
-        return {"mode": "once", "every": None, "max_concurrent": 1}
+        # A recurring trigger lets people in each time it fires; others let a person in once.
+        return {"mode": "always" if recurring else "once", "every": None, "max_concurrent": 1}
     if isinstance(value, str):
         value = {"mode": value}
     if not isinstance(value, dict):
@@ -289,7 +305,9 @@ def parse(document: Any) -> Definition:
         name=name.strip(),
         trigger=trigger,
         filters=filters,
-        reentry=_reentry(document.get("reentry"), broadcast=trigger["type"] == "broadcast"),
+        reentry=_reentry(
+            document.get("reentry"), broadcast=trigger["type"] == "broadcast", recurring=_recurs(trigger)
+        ),
         goal=goal,
         exit=_exit(document.get("exit"), trigger, goal),
         workflow=workflow,

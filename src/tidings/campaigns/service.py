@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from tidings.campaigns import triggers
+from tidings.campaigns import timers, triggers
 from tidings.campaigns.definition import Definition, parse
 from tidings.errors import Conflict, InvalidInput, NotFound
 from tidings.journeys.blocks import MESSAGE_ACTION_TYPES, variant_block
@@ -27,6 +27,7 @@ from tidings.models import (
     Campaign,
     CampaignAction,
     CampaignEntry,
+    CampaignTimer,
     CampaignVersion,
     Journey,
     JourneyStep,
@@ -219,7 +220,23 @@ def update_campaign(
     campaign.tags = list(definition.document.get("tags", []))
     session.flush()
     _save_version(session, campaign, definition, now)
+    _clock_starts(session, campaign, now)
     return campaign_view(session, campaign)
+
+
+def _clock_starts(session: Session, campaign: Campaign, now: int) -> None:
+    """Date and scheduled triggers: (re)compute timers and the next run when a campaign starts or changes."""
+    trigger = current_definition(session, campaign).trigger
+    if campaign.state == "archived":
+        campaign.next_run_at = None
+        session.execute(delete(CampaignTimer).where(CampaignTimer.campaign_id == campaign.id))
+        return
+    if campaign.state not in ("active", "paused"):
+        return
+    if trigger["type"] == "scheduled" and (campaign.next_run_at is None or campaign.state == "active"):
+        timers.schedule(session, campaign, trigger, now)
+    if trigger["type"] == "date":
+        timers.queue_scan(session, campaign, now)
 
 
 def change_state(
@@ -230,6 +247,7 @@ def change_state(
     if campaign.state not in allowed:
         raise Conflict(f"cannot {action} a campaign that is {campaign.state}")
     campaign.state, campaign.updated_at = target, now
+    _clock_starts(session, campaign, now)
     if target == "archived":
         session.execute(
             update(Journey)

@@ -24,9 +24,10 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from tidings import signals
+from tidings.campaigns import timers
 from tidings.campaigns.definition import Definition, event_matches
 from tidings.journeys.engine import convert, definition_of
-from tidings.models import Campaign, Journey, Workspace
+from tidings.models import Campaign, Journey, Object, Relationship, Workspace
 from tidings.worker import wake
 
 LIVE = ("active", "paused")
@@ -48,6 +49,9 @@ class Index:
     segments: dict[int, list[Live]] = field(default_factory=lambda: defaultdict(list))
     attributes: dict[str, list[Live]] = field(default_factory=lambda: defaultdict(list))
     relationships: dict[str, list[Live]] = field(default_factory=lambda: defaultdict(list))
+    objects: dict[str, list[Live]] = field(default_factory=lambda: defaultdict(list))
+    # Date-attribute triggers: a change of the attribute moves the person's timer.
+    dates: dict[str, list[Live]] = field(default_factory=lambda: defaultdict(list))
     goal_events: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
     leave_exits: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
 
@@ -99,6 +103,10 @@ def _load(session: Session, workspace_id: int, version: int) -> Index:
             built.attributes[trigger["attribute"]].append(live)
         elif kind == "relationship":
             built.relationships[trigger["object_type_id"]].append(live)
+        elif kind == "object":
+            built.objects[trigger["object_type_id"]].append(live)
+        elif kind == "date":
+            built.dates[trigger["attribute"]].append(live)
     return built
 
 
@@ -171,6 +179,16 @@ def _react(session: Session, workspace_id: int, found: Index, notes: list[signal
                 for live in found.attributes.get(name, ()):
                     if _attribute_matches(live, change):
                         start(live, note.person_id, {"data": {"attribute": name, **change}})
+                for live in found.dates.get(name, ()):
+                    timers.set_timer(
+                        session,
+                        workspace_id,
+                        live.campaign_id,
+                        live.trigger,
+                        note.person_id,
+                        change.get("to"),
+                        now,
+                    )
         elif isinstance(note, signals.SegmentMoved):
             changed.add(note.person_id)
             for live in found.segments.get(note.segment_id, ()):
@@ -195,6 +213,17 @@ def _react(session: Session, workspace_id: int, found: Index, notes: list[signal
                 if (live.trigger["on"] == "added") == note.added:
                     obj = {"object_type_id": note.object_type_id, "object_id": note.object_id}
                     start(live, note.person_id, {"object": obj, "data": obj})
+        elif isinstance(note, signals.ObjectChanged):
+            for live in found.objects.get(note.object_type_id, ()):
+                wanted = live.trigger["on"]
+                attribute = live.trigger.get("attribute")
+                if (wanted == "created") != note.created or (
+                    attribute is not None and attribute not in note.changes
+                ):
+                    continue
+                obj = {"object_type_id": note.object_type_id, "object_id": note.object_id}
+                for person_id in _related_people(session, workspace_id, note.object_type_id, note.object_id):
+                    start(live, person_id, {"object": obj, "data": {**obj, "changes": note.changes}})
     if starts:
         session.execute(insert(Journey), starts)
         wake.soon(session)
@@ -209,6 +238,18 @@ def _react(session: Session, workspace_id: int, found: Index, notes: list[signal
         )
         if getattr(result, "rowcount", 0):
             wake.soon(session)
+
+
+def _related_people(session: Session, workspace_id: int, type_id: str, object_id: str) -> list[int]:
+    return list(
+        session.scalars(
+            select(Relationship.person_id)
+            .join(Object, Object.id == Relationship.object_pk)
+            .where(
+                Object.workspace_id == workspace_id, Object.type_id == type_id, Object.object_id == object_id
+            )
+        )
+    )
 
 
 def _deliver_event(session: Session, found: Index, event: signals.EventRecorded, now: int) -> None:

@@ -39,7 +39,7 @@ from tidings.workspaces.schemas import WorkspaceContext
 
 MESSAGE_ACTION_TYPES = {"email": "email", "sms": "twilio", "push": "push", "webhook": "webhook"}
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 MESSAGE_KEYS = {
     "template",
     "content",
@@ -460,7 +460,7 @@ block_type(
 
 def _minutes(p: Parser, key: str, default: str) -> int:
     value = p.body.get(key, default)
-    found = _CLOCK.match(value) if isinstance(value, str) else None
+    found = CLOCK.match(value) if isinstance(value, str) else None
     if not found:
         raise p.fail("must be a time of day HH:MM", key)
     return int(found.group(1)) * 60 + int(found.group(2))

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from tidings import signals
 from tidings.errors import InvalidInput
 from tidings.ids import new_cio_id
 from tidings.models import Object, ObjectType, Relationship
@@ -99,6 +100,7 @@ def upsert_object(
             field="attributes",
         )
     obj = find_object(session, workspace_id, ref)
+    created = obj is None
     if obj is None:
         if ref.cio_object_id is not None or not create:
             return None
@@ -125,6 +127,12 @@ def upsert_object(
     session.flush()
     if changes.changed:
         _touch_related(session, workspace_id, obj, now=now)
+    if created or changes.changed:
+        signals.note(
+            session,
+            signals.ObjectChanged(workspace_id, obj.type_id, obj.object_id, dict(changes.changed), created),
+            now=now,
+        )
     return obj
 
 
@@ -180,6 +188,11 @@ def relate(
             now=now,
             data={"object_type_id": obj.type_id, "object_id": obj.object_id},
         )
+        signals.note(
+            session,
+            signals.RelationshipChanged(workspace_id, person_id, obj.type_id, obj.object_id, True),
+            now=now,
+        )
     merged, _, _ = apply_attributes(
         existing.attributes or {}, {}, relationship_attributes, at=now, limits=limits
     )
@@ -203,6 +216,11 @@ def unrelate(session: Session, workspace_id: int, person_id: int, obj: Object, *
             data={"object_type_id": obj.type_id, "object_id": obj.object_id},
         )
         realtime.touched(session, workspace_id, [person_id], [f"object:{obj.type_id}"], now=now)
+        signals.note(
+            session,
+            signals.RelationshipChanged(workspace_id, person_id, obj.type_id, obj.object_id, False),
+            now=now,
+        )
 
 
 @dataclass(frozen=True)

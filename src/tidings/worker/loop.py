@@ -7,7 +7,9 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 
+from tidings.campaigns import timers
 from tidings.campaigns import triggers as _triggers  # noqa: F401  (registers campaign triggers)
 from tidings.deliveries.sender import Sender
 from tidings.journeys.engine import Engine
@@ -42,22 +44,48 @@ class Worker:
                 )
 
     def run_once(self) -> int:
-        """Claim and run the jobs due now, then the segment timers, journey steps, deliveries and
-        reporting-webhook posts due now; return how many ran."""
+        """Run each kind of due work once: jobs, segment timers, campaign dates and schedules, journey
+        steps, deliveries and reporting-webhook posts; return how many items ran. A kind that fails is
+        logged and left for the next round without holding up the others."""
+        return sum(self._guarded(stage) for stage in self._stages)
+
+    @property
+    def _stages(self) -> tuple[Callable[[], int], ...]:
+        db, clock, settings = self.runtime.db, self.runtime.clock, self.runtime.settings
+        return (
+            self._run_jobs,
+            self._run_segment_timers,
+            lambda: timers.run_due_dates(db, clock.now_int()),
+            lambda: timers.run_due_schedules(db, clock.now_int()),
+            self.engine.run_due,
+            self.sender.run_due,
+            lambda: webhook_sender.run_due(db, settings, clock, self.worker_id),
+        )
+
+    @staticmethod
+    def _guarded(stage: Callable[[], int]) -> int:
+        try:
+            return stage()
+        except Exception:
+            log.exception("worker stage %s failed", getattr(stage, "__name__", stage))
+            return 0
+
+    def _run_jobs(self) -> int:
         settings = self.runtime.settings
-        now = self.runtime.clock.now()
         with self.runtime.db.session() as session:
             jobs = queue.claim(
-                session, worker_id=self.worker_id, now=now, lease_seconds=settings.worker_lease_seconds
+                session,
+                worker_id=self.worker_id,
+                now=self.runtime.clock.now(),
+                lease_seconds=settings.worker_lease_seconds,
             )
         for job in jobs:
             self._run(job)
+        return len(jobs)
+
+    def _run_segment_timers(self) -> int:
         with self.runtime.db.session() as session:
-            timers = segment_jobs.run_due_timers(session, int(self.runtime.clock.now()))
-        steps = self.engine.run_due()
-        sent = self.sender.run_due()
-        posts = webhook_sender.run_due(self.runtime.db, settings, self.runtime.clock, self.worker_id)
-        return len(jobs) + timers + steps + sent + posts
+            return segment_jobs.run_due_timers(session, self.runtime.clock.now_int())
 
     def _run(self, job: queue.ClaimedJob) -> None:
         handler = HANDLERS.get(job.kind)

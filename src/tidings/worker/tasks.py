@@ -10,6 +10,7 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from tidings.broadcasts import service as broadcasts
+from tidings.campaigns import timers as campaign_timers
 from tidings.config import Settings
 from tidings.models import Event, PipelinesMessage, WebhookPost
 from tidings.segments import jobs as segment_jobs
@@ -57,6 +58,7 @@ HANDLERS: dict[str, Handler] = {
     "purge_webhook_posts": purge_webhook_posts,
     segment_jobs.BUILD_JOB: segment_jobs.build_step,
     broadcasts.EXPAND_JOB: broadcasts.expand,
+    campaign_timers.SCAN_JOB: campaign_timers.scan,
 }
 
 
