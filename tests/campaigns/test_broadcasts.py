@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tests.campaigns.conftest import create, email_block, eventually, mail_to, no_mail_to
-from tests.harness import Api
+from tests.harness import Api, run_cli
 from tests.messaging.smtp_sink import SmtpSink
 from tests.transactional.conftest import ok
 from tidings.broadcasts import service as broadcasts
@@ -436,3 +436,52 @@ def test_expansion_goes_in_chunks_and_resumes_after_a_crash(
             assert all(trigger == {"data": {"n": 1}} and state == "pending" for _, trigger, state in found)
     finally:
         db.close()
+
+
+def test_broadcast_actions_change_content_and_translations(
+    api: Api, people: dict[str, str], sink: SmtpSink
+) -> None:
+    news = broadcast(api)
+    [action] = ok(api.app.get(f"/v1/broadcasts/{news['id']}/actions"))["actions"]
+    changed = ok(
+        api.app.put(
+            f"/v1/broadcasts/{news['id']}/actions/{action['id']}",
+            json={"subject": "Edited {{ trigger.headline }}"},
+        )
+    )["action"]
+    assert changed["subject"] == "Edited {{ trigger.headline }}"
+    french = ok(
+        api.app.put(
+            f"/v1/broadcasts/{news['id']}/actions/{action['id']}/language/fr", json={"subject": "Nouvelles"}
+        )
+    )["action"]
+    assert french["subject"] == "Nouvelles"
+    assert french["language"] == "fr"
+    assert (
+        ok(api.app.get(f"/v1/broadcasts/{news['id']}/actions/{action['id']}/language/fr"))["action"][
+            "subject"
+        ]
+        == "Nouvelles"
+    )
+    assert api.app.get(f"/v1/broadcasts/{news['id']}/actions/{action['id']}/language/de").status_code == 404
+    bad = api.app.put(f"/v1/broadcasts/{news['id']}/actions/{action['id']}", json={"subject": "{% if %}"})
+    assert bad.status_code == 400
+    ok(fire(api, news["id"], {"ids": ["ada"], "data": {"headline": "now"}}))
+    assert subject(sink, people["ada"]) == "Edited now"
+
+
+def test_trigger_rate_limit_when_a_workspace_sets_one(api: Api, people: dict[str, str]) -> None:
+    news = broadcast(api)
+    run_cli(
+        api.server.database_url,
+        "workspace",
+        "configure",
+        api.creds.site_id,
+        "--set",
+        "rate_limits.broadcast_triggers=1",
+    )
+    ok(fire(api, news["id"], {"ids": ["ada"]}))
+    limited = fire(api, news["id"], {"ids": ["bob"]})
+    assert limited.status_code == 429
+    assert "per 10 seconds" in limited.json()["errors"][0]["detail"]
+    assert int(limited.headers["Retry-After"]) >= 1

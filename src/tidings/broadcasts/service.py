@@ -25,14 +25,23 @@ from sqlalchemy.orm import Session
 from tidings.campaigns.definition import Definition
 from tidings.campaigns.service import get_campaign
 from tidings.config import Settings
-from tidings.errors import Conflict, InvalidInput, NotFound
+from tidings.errors import Conflict, InvalidInput, NotFound, RateLimited
 from tidings.journeys.engine import definition_of
 from tidings.messaging.outbound import OutboundRefused, check_url, http_client
-from tidings.models import BroadcastTrigger, BroadcastTriggerError, Campaign, Journey, Person, Segment
+from tidings.models import (
+    BroadcastTrigger,
+    BroadcastTriggerError,
+    Campaign,
+    Journey,
+    Person,
+    Segment,
+    Workspace,
+)
 from tidings.people.identifiers import email_key
 from tidings.segments import compiler
 from tidings.segments.conditions import ConditionError, dependencies, parse
 from tidings.worker import queue, wake
+from tidings.workspaces.limits import WorkspaceSettings
 
 EXPAND_JOB = "broadcasts.expand"
 CHUNK = 1000
@@ -203,7 +212,38 @@ def trigger(session: Session, workspace_id: int, broadcast_id: int, body: Any, n
             f"broadcast {broadcast_id} is {campaign.state}; only an active broadcast can be triggered"
         )
     request = validate(session, workspace_id, body)
+    _rate_limit(session, campaign, now)
     return {"id": queue_audience(session, campaign, request, now).id}
+
+
+TRIGGER_WINDOW = 10
+
+
+def _rate_limit(session: Session, campaign: Campaign, now: int) -> None:
+    """A workspace may limit how often each broadcast is triggered (``rate_limits.broadcast_triggers``
+    per 10 seconds; Customer.io's limit is 1). Off by default, like the other rate limits."""
+    workspace = session.get(Workspace, campaign.workspace_id)
+    limit = WorkspaceSettings.from_stored(
+        workspace.settings if workspace else None
+    ).rate_limits.broadcast_triggers
+    if limit <= 0:
+        return
+    recent = list(
+        session.scalars(
+            select(BroadcastTrigger.created_at)
+            .where(
+                BroadcastTrigger.campaign_id == campaign.id,
+                BroadcastTrigger.created_at > now - TRIGGER_WINDOW,
+            )
+            .order_by(BroadcastTrigger.created_at)
+        )
+    )
+    if len(recent) >= limit:
+        wait = max(recent[0] + TRIGGER_WINDOW - now, 1)
+        raise RateLimited(
+            f"broadcast {campaign.id} may be triggered {limit:g} time(s) per {TRIGGER_WINDOW} seconds",
+            retry_after=wait,
+        )
 
 
 def queue_audience(session: Session, campaign: Campaign, request: Json, now: int) -> BroadcastTrigger:

@@ -37,6 +37,8 @@ class RateLimits(BaseModel):
     track: float = 0
     app: float = 0
     pipelines: float = 0
+    # Triggers of one broadcast per 10 seconds (Customer.io allows 1).
+    broadcast_triggers: float = 0
 
 
 class WorkspaceSettings(BaseModel):

@@ -129,3 +129,50 @@ async def get_action(broadcast_id: int, action_id: int, request: Request, ws: Wo
         return campaigns.action_view(session, campaign, action)
 
     return json_response({"action": await runtime_of(request).db.read(load)})
+
+
+@router.put(
+    "/v1/broadcasts/{broadcast_id}/actions/{action_id}", summary="Change a broadcast message's content"
+)
+async def update_action(broadcast_id: int, action_id: int, request: Request, ws: Workspace) -> Response:
+    return await _put_action(broadcast_id, action_id, None, request, ws)
+
+
+@router.get(
+    "/v1/broadcasts/{broadcast_id}/actions/{action_id}/language/{language}",
+    summary="One translation of a broadcast action",
+)
+async def get_action_language(
+    broadcast_id: int, action_id: int, language: str, request: Request, ws: Workspace
+) -> Response:
+    def load(session: Any) -> dict[str, Any]:
+        campaign, action = campaigns.get_action(
+            session, ws.workspace_id, broadcast_id, action_id, kind=BROADCAST
+        )
+        return campaigns.action_view(session, campaign, action, language)
+
+    return json_response({"action": await runtime_of(request).db.read(load)})
+
+
+@router.put(
+    "/v1/broadcasts/{broadcast_id}/actions/{action_id}/language/{language}",
+    summary="Change one translation of a broadcast action",
+)
+async def put_action_language(
+    broadcast_id: int, action_id: int, language: str, request: Request, ws: Workspace
+) -> Response:
+    return await _put_action(broadcast_id, action_id, language, request, ws)
+
+
+async def _put_action(
+    broadcast_id: int, action_id: int, language: str | None, request: Request, ws: Workspace
+) -> Response:
+    runtime = runtime_of(request)
+    body = await read_object(request, MAX_BODY)
+    now = runtime.clock.now_int()
+    view = await runtime.db.write(
+        lambda s: campaigns.update_action(
+            s, ws.workspace_id, broadcast_id, action_id, body, language=language, now=now, kind=BROADCAST
+        )
+    )
+    return json_response({"action": view})
