@@ -197,14 +197,32 @@ def test_manual_segment_membership_through_track_and_app(api: Api) -> None:
 def test_used_by_and_deleting_a_used_segment(api: Api) -> None:
     base = create_segment(api, "Base", PRO)
     user = create_segment(api, "Uses base", {"and": [{"segment": {"id": base}}, attribute("age", "gt", 3)]})
+    campaign = ok(
+        api.app.post(
+            "/v1/campaigns",
+            json={
+                "name": "Base drip",
+                "trigger": {"type": "event", "event": "e"},
+                "steps": [{"id": "b", "type": "branch", "condition": {"segment": {"id": base}}}],
+            },
+        )
+    )["campaign"]["id"]
     assert ok(api.app.get(f"/v1/segments/{base}/used_by")) == {
-        "used_by": {"segments": [{"id": user, "name": "Uses base"}]}
+        "used_by": {
+            "segments": [{"id": user, "name": "Uses base"}],
+            "campaigns": [{"id": campaign, "name": "Base drip"}],
+            "broadcasts": [],
+        }
     }
-    assert ok(api.app.get(f"/v1/segments/{user}/used_by")) == {"used_by": {"segments": []}}
+    assert ok(api.app.get(f"/v1/segments/{user}/used_by")) == {
+        "used_by": {"segments": [], "campaigns": [], "broadcasts": []}
+    }
     refused = api.app.delete(f"/v1/segments/{base}")
     detail = app_error(refused, 409)
     assert "Uses base" in detail
+    assert "Base drip" in detail
     assert str(user) in detail
+    ok(api.app.post(f"/v1/campaigns/{campaign}/archive"))
     assert get_segment(api, base)["state"] == "finished"
     assert ok(api.app.delete(f"/v1/segments/{user}")) == {}
     app_error(api.app.get(f"/v1/segments/{user}"), 404)

@@ -13,7 +13,15 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from tidings.errors import Conflict, InvalidInput, NotFound
-from tidings.models import Person, Segment, SegmentMembership, SegmentTimer, Workspace
+from tidings.models import (
+    Campaign,
+    CampaignVersion,
+    Person,
+    Segment,
+    SegmentMembership,
+    SegmentTimer,
+    Workspace,
+)
 from tidings.people.identifiers import IDENTIFIER_TYPES, email_key
 from tidings.segments import jobs, realtime
 from tidings.segments.conditions import ConditionError, Dependencies, dependencies, parse
@@ -191,7 +199,8 @@ def list_segments(session: Session, workspace_id: int) -> list[dict[str, Any]]:
 
 
 def used_by(session: Session, workspace_id: int, segment_id: int) -> dict[str, list[dict[str, Any]]]:
-    """What uses a segment: other segments' conditions (campaigns and broadcasts join as they arrive)."""
+    """What uses a segment: other segments' conditions, and campaigns and broadcasts that are not
+    archived (their trigger, filters, goals and workflow conditions)."""
     get_segment(session, workspace_id, segment_id)
     rows = session.execute(
         select(Segment.id, Segment.name, Segment.conditions).where(
@@ -203,7 +212,38 @@ def used_by(session: Session, workspace_id: int, segment_id: int) -> dict[str, l
         for row in rows
         if segment_id in dependencies(parse(row.conditions)).segments
     ]
-    return {"segments": users}
+    campaigns = session.execute(
+        select(Campaign.id, Campaign.name, Campaign.kind, CampaignVersion.definition)
+        .join(
+            CampaignVersion,
+            (CampaignVersion.campaign_id == Campaign.id) & (CampaignVersion.version == Campaign.version),
+        )
+        .where(Campaign.workspace_id == workspace_id, Campaign.state != "archived")
+        .order_by(Campaign.id)
+    ).all()
+    used = [row for row in campaigns if segment_id in segments_named(row.definition)]
+    return {
+        "segments": users,
+        "campaigns": [{"id": row.id, "name": row.name} for row in used if row.kind == "campaign"],
+        "broadcasts": [{"id": row.id, "name": row.name} for row in used if row.kind == "broadcast"],
+    }
+
+
+def segments_named(document: Any) -> set[int]:
+    """Segment ids a campaign definition names anywhere: its trigger and every condition in it."""
+    found: set[int] = set()
+    if isinstance(document, dict):
+        for key, value in document.items():
+            if key == "segment_id" and isinstance(value, int):
+                found.add(value)
+            elif key == "segment" and isinstance(value, dict) and isinstance(value.get("id"), int):
+                found.add(value["id"])
+            else:
+                found |= segments_named(value)
+    elif isinstance(document, list):
+        for item in document:
+            found |= segments_named(item)
+    return found
 
 
 def delete_segment(session: Session, workspace_id: int, segment_id: int) -> None:
