@@ -405,6 +405,7 @@ SCOPE_COLUMNS: dict[str, InstrumentedAttribute[int | None]] = {
     "campaign_id": Delivery.campaign_id,
     "broadcast_id": Delivery.broadcast_id,
     "action_id": Delivery.action_id,
+    "newsletter_id": Delivery.newsletter_id,
 }
 # Channels the ``type`` filter of the campaign metrics accepts (Customer.io's names; ``twilio`` is sms).
 CHANNEL_TYPES = ("email", "sms", "twilio", "push", "webhook", "slack", "in_app")

@@ -16,6 +16,7 @@ from tidings.models.delivery import Delivery, DeliveryMetricReport
 from tidings.models.event import Event, Form, PipelinesMessage
 from tidings.models.job import Job
 from tidings.models.messaging import AddressSuppression, Layout, MessageTemplate, Snippet, SubscriptionTopic
+from tidings.models.newsletter import Newsletter
 from tidings.models.object import Object, ObjectType, Relationship
 from tidings.models.person import Activity, AnonymousProfile, Device, Person, Suppression
 from tidings.models.segment import Segment, SegmentMembership, SegmentTimer, SegmentTransition
@@ -46,6 +47,7 @@ __all__ = [
     "JourneyStep",
     "Layout",
     "MessageTemplate",
+    "Newsletter",
     "Object",
     "ObjectType",
     "Person",

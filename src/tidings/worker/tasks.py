@@ -13,6 +13,7 @@ from tidings.broadcasts import service as broadcasts
 from tidings.campaigns import timers as campaign_timers
 from tidings.config import Settings
 from tidings.models import Event, PipelinesMessage, WebhookPost
+from tidings.newsletters import service as newsletters
 from tidings.segments import jobs as segment_jobs
 
 DAY = 86400
@@ -58,6 +59,7 @@ HANDLERS: dict[str, Handler] = {
     "purge_webhook_posts": purge_webhook_posts,
     segment_jobs.BUILD_JOB: segment_jobs.build_step,
     broadcasts.EXPAND_JOB: broadcasts.expand,
+    newsletters.EXPAND_JOB: newsletters.expand,
     campaign_timers.SCAN_JOB: campaign_timers.scan,
 }
 
