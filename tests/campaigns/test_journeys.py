@@ -246,3 +246,25 @@ def test_pause_holds_journeys_and_edits_keep_journeys_on_their_version(
     archived = api.app.post(f"/v1/campaigns/{campaign['id']}/archive").json()["campaign"]
     assert archived["state"] == "archived"
     assert archived["active"] is False
+
+
+def test_only_events_at_most_72_hours_old_trigger(
+    api: Api, cio: CustomerIO, sink: SmtpSink, email: Callable[[str], str]
+) -> None:
+    campaign = create(
+        api,
+        {
+            "name": "Fresh only",
+            "trigger": {"type": "event", "event": "bought"},
+            "reentry": "always",
+            "steps": [email_block("thanks", "Thanks for order {{ event.order }}")],
+        },
+    )
+    buyer = email("buyer")
+    cio.identify("buyer", email=buyer)
+    now = advance(api, 0)
+    cio.track("buyer", "bought", data={"order": "old"}, timestamp=now - 73 * 3600)
+    cio.track("buyer", "bought", data={"order": "recent"}, timestamp=now - 71 * 3600)
+    assert mail_to(sink, buyer)[0].message["Subject"] == "Thanks for order recent"
+    no_mail_to(sink, buyer, expected=1, settle=0.5)
+    assert len(journeys(api, campaign["id"])) == 1
