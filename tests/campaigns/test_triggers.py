@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from customerio import analytics
 from customerio.track import CustomerIO
 
 from tests.campaigns.conftest import advance, create, email_block, eventually, journeys, mail_to, no_mail_to
@@ -152,3 +153,22 @@ def test_recurring_schedule_runs_every_day_at_local_time() -> None:
     friday = next_run(weekly, start)
     assert friday is not None
     assert datetime.fromtimestamp(friday, UTC).strftime("%a %H:%M") == "Thu 20:00"  # Friday 09:00 NZDT
+
+
+def test_anonymous_events_trigger_once_the_visitor_is_identified(
+    api: Api, sink: SmtpSink, email: Callable[[str], str]
+) -> None:
+    create(
+        api,
+        {
+            "name": "Viewed pricing",
+            "trigger": {"type": "event", "event": "Viewed Pricing"},
+            "steps": [email_block("pricing", "About {{ event.plan }}")],
+        },
+    )
+    cdp = analytics.Client(api.creds.pipelines_write_key, host=api.server.base_url, sync_mode=True)
+    visitor = email("visitor")
+    cdp.track(anonymous_id="anon-visitor", event="Viewed Pricing", properties={"plan": "team"})
+    no_mail_to(sink, visitor, settle=0.3)
+    cdp.identify(user_id="visitor", anonymous_id="anon-visitor", traits={"email": visitor})
+    assert mail_to(sink, visitor)[0].message["Subject"] == "About team"

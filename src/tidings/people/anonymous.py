@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tidings import signals
 from tidings.models import AnonymousProfile, Event, Object, Person
 from tidings.objects import service as objects
 from tidings.people import activity
@@ -112,6 +113,21 @@ def link(
                 "merged": True,
                 **(event.data or {}),
             },
+        )
+        # A merged event still young enough may trigger campaigns, as it would have for a known person.
+        signals.note(
+            session,
+            signals.EventRecorded(
+                person.workspace_id,
+                person.id,
+                event.event_id,
+                event.name,
+                event.type,
+                dict(event.data or {}),
+                event.timestamp,
+                event.can_trigger,
+            ),
+            now=now,
         )
     for pending_link in found.pending_relationships or []:
         obj = session.get(Object, pending_link["object_pk"])
