@@ -1,4 +1,4 @@
-"""Run the benchmarks and rewrite ``bench/RESULTS.md``: ``python -m bench.run [--only B1,B2,B3,B4,B6,B9] …``.
+"""Run the benchmarks and rewrite ``bench/RESULTS.md``: ``python -m bench.run [--only B1,B5,B7,B9] …``.
 
 Only the sections of the benchmarks run are replaced; the others and the notes are kept as they are."""
 
@@ -17,12 +17,19 @@ from bench.b1 import B1Result, run_b1
 from bench.b2 import B2Result, run_b2
 from bench.b3 import B3Result, run_b3
 from bench.b4 import B4Result, run_b4
+from bench.b5 import B5Result, render_b5, run_b5
 from bench.b6 import B6Backend, B6Result, run_b6_backend, run_b6_render
+from bench.b7 import B7Figure, B7Memory, B7Result, render_b7, run_b7_memory, run_b7_steps
 from bench.b9 import B9Result, run_b9
 from bench.load import pick_generator
 from bench.report import (
     BENCHMARK_IDS,
+    NOTES_MARKER,
+    Environment,
+    _sections,
     environment,
+    header,
+    initial_notes,
     render_b1,
     render_b2,
     render_b3,
@@ -30,11 +37,12 @@ from bench.report import (
     render_b6,
     render_b9,
     summary,
-    write_results,
 )
 from bench.server import BACKENDS, postgres_available, serving
 
 ROOT = Path(__file__).resolve().parents[1]
+# bench.report knows B1-B4, B6 and B9; B5 and B7 render their own sections (bench/b5.py, bench/b7.py).
+ALL_IDS = tuple(sorted({*BENCHMARK_IDS, "B5", "B7"}, key=lambda name: int(name[1:])))
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,21 @@ class Size:
     b6_render_people: int
     b6_deliveries: int
     b6_workers: tuple[int, ...]
+    # B5: people identified first; measured pings a second and for how long, under background events
+    # a second (another event name); runs per backend.
+    b5_people: int = 2_000
+    b5_rate: float = 10.0
+    b5_seconds: float = 30.0
+    b5_background_rate: float = 100.0
+    b5_repeats: int = 3
+    # B7: journeys due at once, runs per engine mode and backend, worker process counts (PostgreSQL),
+    # waiting journeys for the memory figure and seconds of RSS samples.
+    b7_journeys: int = 100_000
+    b7_repeats: int = 3
+    b7_postgres_repeats: int = 1
+    b7_workers: tuple[int, ...] = (2,)
+    b7_memory_journeys: int = 1_000_000
+    b7_memory_seconds: float = 30.0
 
 
 SIZES = {
@@ -109,13 +132,24 @@ SIZES = {
         b6_render_people=500,
         b6_deliveries=500,
         b6_workers=(1, 2),
+        b5_people=100,
+        b5_rate=10.0,
+        b5_seconds=3.0,
+        b5_background_rate=20.0,
+        b5_repeats=1,
+        b7_journeys=500,
+        b7_repeats=1,
+        b7_postgres_repeats=1,
+        b7_workers=(2,),
+        b7_memory_journeys=5_000,
+        b7_memory_seconds=3.0,
     ),
 }
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--only", default=",".join(BENCHMARK_IDS), help="comma-separated, e.g. B1,B9")
+    parser.add_argument("--only", default=",".join(ALL_IDS), help="comma-separated, e.g. B1,B9")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
     parser.add_argument("--duration", type=float, help="seconds per measured run (default by --size)")
@@ -146,12 +180,31 @@ def wait_for_quiet(threshold: float, timeout: float) -> None:
     print(f"  load average {os.getloadavg()[0]:.2f}", flush=True)
 
 
+def write_results(path: Path, env: Environment, sections: dict[str, str], baseline: str) -> None:
+    """``bench.report.write_results`` over every benchmark id, B5 and B7 included: fresh header, the given
+    sections, earlier sections of benchmarks not run, the notes kept as written."""
+    previous = path.read_text() if path.exists() else ""
+    kept = _sections(previous)
+    kept.update(sections)
+    notes = (
+        previous.split(NOTES_MARKER, 1)[1].strip() if NOTES_MARKER in previous else initial_notes(baseline)
+    )
+    parts = [header(env)]
+    for benchmark in ALL_IDS:
+        if benchmark in kept:
+            parts.append(
+                f"<!-- bench:{benchmark} begin -->\n{kept[benchmark]}\n<!-- bench:{benchmark} end -->"
+            )
+    parts += [NOTES_MARKER, notes]
+    path.write_text("\n\n".join(parts) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # Stopped from outside: unwind, so servers are stopped and throwaway databases dropped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     only = {name.strip().upper() for name in args.only.split(",") if name.strip()}
-    unknown = only - set(BENCHMARK_IDS)
+    unknown = only - set(ALL_IDS)
     if unknown:
         print(f"unknown benchmark(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
@@ -261,6 +314,48 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         b6 = B6Result(render, tuple(b6_backends))
+    b5: list[B5Result] = []
+    b7_figures: list[B7Figure] = []
+    b7_memory: list[B7Memory] = []
+    skipped_b57: dict[str, str] = {}
+    for backend in backends if only & {"B5", "B7"} else ():
+        if backend == "postgres" and not postgres_available():
+            skipped_b57[backend] = "PostgreSQL is not reachable"
+            continue
+        if "B5" in only:
+            print(f"B5 on {backend} …", flush=True)
+            wait_for_quiet(args.quiet_load, args.quiet_timeout)
+            b5.append(
+                run_b5(
+                    backend,
+                    args.workdir,
+                    people=size.b5_people,
+                    rate=size.b5_rate,
+                    seconds=args.duration or size.b5_seconds,
+                    background_rate=size.b5_background_rate,
+                    repeats=args.repeats or size.b5_repeats,
+                )
+            )
+            print(f"  p50 {b5[-1].p50_ms:.0f} ms, p99 {b5[-1].p99_ms:.0f} ms", flush=True)
+        if "B7" in only:
+            print(f"B7 on {backend} …", flush=True)
+            wait_for_quiet(args.quiet_load, args.quiet_timeout)
+            b7_figures += run_b7_steps(
+                backend,
+                args.workdir,
+                journeys=size.b7_journeys,
+                repeats=args.repeats
+                or (size.b7_postgres_repeats if backend == "postgres" else size.b7_repeats),
+                workers=size.b7_workers if backend == "postgres" else (),
+            )
+            b7_memory.append(
+                run_b7_memory(
+                    backend,
+                    args.workdir,
+                    journeys=size.b7_memory_journeys,
+                    seconds=size.b7_memory_seconds,
+                )
+            )
     b9: B9Result | None = None
     if "B9" in only:
         print("B9 …", flush=True)
@@ -283,8 +378,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sections["B3"] = render_b3(b3, env, skipped_b34)
     if "B4" in only:
         sections["B4"] = render_b4(b4, env, skipped_b34)
+    if "B5" in only:
+        sections["B5"] = render_b5(b5, env.stamp, skipped_b57)
     if b6 is not None:
         sections["B6"] = render_b6(b6, env, skipped_b6)
+    b7 = B7Result(size.b7_journeys, tuple(b7_figures), tuple(b7_memory))
+    if "B7" in only:
+        sections["B7"] = render_b7(b7, env.stamp, skipped_b57)
     if b9 is not None:
         sections["B9"] = render_b9(b9, env)
     write_results(args.output, env, sections, summary(b1, b2, b9, env, b3, b4, b6))
@@ -296,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # every membership exact, B6's every delivery received by the sink and `sent`.
     correct = all(r.members_match for r in b3) and all(r.failed == 0 and not r.inconsistent for r in b4)
     correct = correct and (b6 is None or b6.correct)
+    # B5: every measured message reached the sink; B7: every due journey moved on by exactly its steps.
+    correct = correct and all(r.all_received for r in b5) and b7.complete
     return 0 if committed and correct else 1
 
 
