@@ -168,7 +168,11 @@ def test_anonymous_events_trigger_once_the_visitor_is_identified(
     )
     cdp = analytics.Client(api.creds.pipelines_write_key, host=api.server.base_url, sync_mode=True)
     visitor = email("visitor")
-    cdp.track(anonymous_id="anon-visitor", event="Viewed Pricing", properties={"plan": "team"})
+    # The server's clock may be ahead (other tests move it): the event happens at the server's now.
+    moment = datetime.fromtimestamp(advance(api, 0), UTC)
+    cdp.track(
+        anonymous_id="anon-visitor", event="Viewed Pricing", properties={"plan": "team"}, timestamp=moment
+    )
     no_mail_to(sink, visitor, settle=0.3)
-    cdp.identify(user_id="visitor", anonymous_id="anon-visitor", traits={"email": visitor})
+    cdp.identify(user_id="visitor", anonymous_id="anon-visitor", traits={"email": visitor}, timestamp=moment)
     assert mail_to(sink, visitor)[0].message["Subject"] == "About team"

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import URL, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -54,13 +54,13 @@ log = logging.getLogger(__name__)
 MAX_BLOCKS_PER_RUN = 100
 RUNNING = ("pending", "active", "waiting", "calling")
 
-_definitions: dict[tuple[str, int, int], Definition] = {}
+_definitions: dict[tuple[URL, int, int], Definition] = {}
 _definitions_lock = threading.Lock()
 
 
 def definition_of(session: Session, campaign_id: int, version: int) -> Definition:
     """A campaign version's compiled definition; versions never change, so they are cached for good."""
-    key = (str(session.get_bind().engine.url), campaign_id, version)
+    key = (session.get_bind().engine.url, campaign_id, version)
     found = _definitions.get(key)
     if found is None:
         row = session.get(CampaignVersion, (campaign_id, version))
@@ -89,6 +89,13 @@ class _Batch:
     infos: dict[int, CampaignInfo] = field(default_factory=dict)
     people: dict[int, Person] = field(default_factory=dict)
     workspaces: dict[int, WorkspaceContext] = field(default_factory=dict)
+    # The journey log of the batch, written in one statement.
+    logs: list[dict[str, Any]] = field(default_factory=list)
+
+    def write_log(self) -> None:
+        if self.logs:
+            self.session.execute(insert(JourneyStep), self.logs)
+            self.logs.clear()
 
     def load(self, journeys: list[Journey]) -> None:
         session = self.session
@@ -151,23 +158,45 @@ class Engine:
         db, clock = self.runtime.db, self.runtime.clock
         now = clock.now_int()
         pending: list[PendingCall] = []
-        with db.session() as session:
+        # No autoflush: journeys change in memory and are written together at commit (one executemany
+        # per shape of change), and the step log goes in one statement, instead of a flush per query.
+        with db.session() as session, session.no_autoflush:
             journeys = self.claim(session, now)
             if not journeys:
                 return 0
             batch = _Batch(session)
             batch.load(journeys)
-            for journey in journeys:
-                try:
-                    with session.begin_nested():
+            try:
+                # The whole batch under one savepoint: a SAVEPOINT per journey costs as much as its step.
+                with session.begin_nested():
+                    for journey in journeys:
                         pending.extend(self.advance(session, batch, journey, now))
-                except Exception as exc:
-                    log.exception("journey %s failed", journey.id)
-                    with session.begin_nested():
-                        self._finish(session, journey, "failed", f"internal error: {exc!r}", now)
+                    batch.write_log()
+            except Exception:
+                # A journey broke: run the batch again one journey at a time, so only that one fails.
+                log.warning("a journey of the batch failed; running it journey by journey", exc_info=True)
+                pending = self._one_by_one(session, batch, journeys, now)
         for item in pending:
             self._pool.submit(self._call, item)
         return len(journeys)
+
+    def _one_by_one(
+        self, session: Session, batch: _Batch, journeys: list[Journey], now: int
+    ) -> list[PendingCall]:
+        pending: list[PendingCall] = []
+        batch.logs.clear()
+        for journey in journeys:
+            try:
+                with session.begin_nested():
+                    calls_ = self.advance(session, batch, journey, now)
+                    batch.write_log()
+                pending.extend(calls_)
+            except Exception as exc:
+                log.exception("journey %s failed", journey.id)
+                batch.logs.clear()
+                with session.begin_nested():
+                    self._finish(session, journey, "failed", f"internal error: {exc!r}", now)
+        return pending
 
     # -- moving a journey on -----------------------------------------------------------------------------
 
@@ -189,11 +218,11 @@ class Engine:
                 return []
             journey.state, journey.entered_at = "active", now
             journey.block = definition.workflow.start
-            self._log(session, journey, "trigger", None, "trigger", "entered", now)
+            self._log(batch, journey, "trigger", None, "trigger", "entered", now)
         elif first is None:
             reason = self._exit_reason(session, journey, campaign, definition, person, now)
             if reason is not None:
-                self._log(session, journey, journey.block or "", None, "exit", reason, now)
+                self._log(batch, journey, journey.block or "", None, "exit", reason, now)
                 self._finish(session, journey, "exited", reason, now)
                 return []
         info = batch.infos[campaign.id]
@@ -223,7 +252,7 @@ class Engine:
             action = info.actions.get(block.id)
             if not (outcome.waiting and step.waiting):  # a re-check that keeps waiting is not news
                 self._log(
-                    session,
+                    batch,
                     journey,
                     block.id,
                     action.id if action else None,
@@ -291,6 +320,7 @@ class Engine:
                     running=0,
                 )
                 session.add(found)
+                session.flush()  # a second journey of the person in this batch must find it
             entry = found
         refused = reentry_refusal(
             definition.reentry, entry.entries, entry.running, entry.last_entered_at, now
@@ -355,7 +385,7 @@ class Engine:
 
     def _log(
         self,
-        session: Session,
+        batch: _Batch,
         journey: Journey,
         block: str,
         action_id: int | None,
@@ -364,24 +394,21 @@ class Engine:
         now: int,
         outcome: Outcome | None = None,
     ) -> None:
-        session.execute(
-            insert(JourneyStep),
-            [
-                {
-                    "workspace_id": journey.workspace_id,
-                    "campaign_id": journey.campaign_id,
-                    "journey_id": journey.id,
-                    "person_id": journey.person_id,
-                    "seq": journey.steps,
-                    "block": block,
-                    "action_id": action_id,
-                    "type": kind,
-                    "at": now,
-                    "outcome": text[:1000],
-                    "detail": outcome.detail if outcome else None,
-                    "delivery_id": outcome.delivery_id if outcome else None,
-                }
-            ],
+        batch.logs.append(
+            {
+                "workspace_id": journey.workspace_id,
+                "campaign_id": journey.campaign_id,
+                "journey_id": journey.id,
+                "person_id": journey.person_id,
+                "seq": journey.steps,
+                "block": block,
+                "action_id": action_id,
+                "type": kind,
+                "at": now,
+                "outcome": text[:1000],
+                "detail": outcome.detail if outcome else None,
+                "delivery_id": outcome.delivery_id if outcome else None,
+            }
         )
 
     # -- outside calls -----------------------------------------------------------------------------------
@@ -434,6 +461,7 @@ class Engine:
             outcome = resume(step, result)
             journey.state = "active"
             pending = self.advance(session, batch, journey, now, first=outcome)
+            batch.write_log()
         for item in pending:
             self._pool.submit(self._call, item)
 
