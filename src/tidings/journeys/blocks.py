@@ -289,8 +289,10 @@ def send_message(
         attempts=0,
     )
     step.session.add(delivery)
-    step.session.flush()
-    lifecycle.created(step.session, delivery, now=now)
+    if draft:
+        step.session.flush()
+        lifecycle.created(step.session, delivery, now=now)
+    # Otherwise the row is written with the batch's other changes when the step commits.
     wake.soon(step.session)
     journey.last_delivery_id, journey.last_sent_at = delivery.id, now
     return go_on(step, "drafted" if draft else "queued", delivery_id=delivery.id)

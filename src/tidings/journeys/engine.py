@@ -290,7 +290,12 @@ class Engine:
         person: Person,
         now: int,
     ) -> str | None:
-        """The entry rules, under a lock on the person's entry row: re-entry, concurrency, filters."""
+        """The entry rules, under a lock on the person's entry row: re-entry, concurrency, filters. A
+        broadcast has none (every trigger reaches its audience), so its journeys keep no entry rows."""
+        if campaign.kind == "broadcast":
+            if campaign.first_started is None:
+                campaign.first_started = now
+            return None
         key = (campaign.id, person.id)
         if session.get_bind().dialect.name == "postgresql":
             session.execute(
@@ -378,7 +383,14 @@ class Engine:
         journey.due_at = journey.resume_at = None
         journey.wait = journey.wake_on = journey.woken_by = None
         journey.leased_by = journey.leased_until = None
-        if was_running and journey.person_id is not None:
+        # (The campaign is in the identity map: loaded with the batch.)
+        campaign = session.get(Campaign, journey.campaign_id)
+        if (
+            was_running
+            and journey.person_id is not None
+            and campaign is not None
+            and campaign.kind != "broadcast"
+        ):
             entry = session.get(CampaignEntry, (journey.campaign_id, journey.person_id))
             if entry is not None and entry.running > 0:
                 entry.running -= 1

@@ -220,6 +220,9 @@ def prepare(
             rendered["from"] = default_from
         if not rendered.get("from"):
             raise PrepareFailed("no from address: set one on the message or the workspace's email settings")
+        if not rendered.get("to") and not request.get("transactional"):
+            # Campaign, broadcast and newsletter messages go to the person's email unless they say otherwise.
+            rendered["to"] = person.email
         if not rendered.get("to"):
             raise PrepareFailed("no recipient: to is empty")
         return Prepared(rendered, rendered["to"], rendered.get("subject"))
