@@ -22,7 +22,7 @@ from tidings.errors import Conflict, InvalidInput, NotFound
 from tidings.journeys.blocks import MESSAGE_ACTION_TYPES, variant_block
 from tidings.journeys.engine import definition_of
 from tidings.journeys.workflow import BLOCK_TYPES, Block, DefinitionError
-from tidings.messaging.templates import CHANNELS, apply_fields, find_template, template_view, validate_content
+from tidings.messaging.templates import CHANNELS, apply_fields, find_template, validate_content
 from tidings.models import (
     Campaign,
     CampaignAction,
@@ -35,7 +35,6 @@ from tidings.models import (
     Segment,
 )
 
-STATES = ("draft", "active", "paused", "archived")
 TRANSITIONS = {
     "activate": ({"draft"}, "active"),
     "pause": ({"active"}, "paused"),
@@ -558,8 +557,3 @@ def journey_counts(session: Session, campaign_id: int) -> dict[str, int]:
         select(Journey.state, func.count()).where(Journey.campaign_id == campaign_id).group_by(Journey.state)
     ).all()
     return {state: int(n) for state, n in rows}
-
-
-def template_of(session: Session, action: CampaignAction) -> dict[str, Any] | None:
-    template = session.get(MessageTemplate, action.template_id) if action.template_id else None
-    return template_view(template) if template else None

@@ -526,12 +526,8 @@ def _run_time_window(step: Step) -> Outcome:
     return wait(f"waiting for the window at {opens}", until=opens, notes={"until": opens})
 
 
-def _run_time_window_again(step: Step) -> Outcome:
-    # Looked at again (woken early, or the window opened): the same test decides.
-    return _run_time_window(step)
-
-
-block_type("time_window", _parse_time_window, _run_time_window_again)
+# Looked at again (woken early, or the window opened), the same test decides.
+block_type("time_window", _parse_time_window, _run_time_window)
 
 
 # -- branches ---------------------------------------------------------------------------------------------

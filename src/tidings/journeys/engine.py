@@ -52,7 +52,6 @@ from tidings.workspaces.schemas import WorkspaceContext
 log = logging.getLogger(__name__)
 # Blocks one journey may run in one claim; a workflow looping through instant blocks yields after this.
 MAX_BLOCKS_PER_RUN = 100
-RUNNING = ("pending", "active", "waiting", "calling")
 
 _definitions: dict[tuple[URL, int, int], Definition] = {}
 _definitions_lock = threading.Lock()
