@@ -3,8 +3,6 @@ shared by the campaign tests; a fresh workspace per test. Tests tell their mail 
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,10 +10,10 @@ import pytest
 from customerio.track import CustomerIO
 
 from tests.clients.test_python_track import track_client
-from tests.conftest import BACKENDS, serve, workspace_api
+from tests.conftest import BACKENDS, workspace_api
 from tests.harness import Api, Server
-from tests.messaging.smtp_sink import Received, SmtpSink
-from tests.transactional.conftest import ok
+from tests.mail import ok, serve_with_mail, unique_addresses
+from tests.messaging.smtp_sink import SmtpSink
 
 Json = dict[str, Any]
 
@@ -31,13 +29,8 @@ def campaign_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, sink: SmtpSink
 ) -> Iterator[Server]:
     backend: str = request.param
-    env = {
-        "TIDINGS_SMTP_URL": sink.url,
-        "TIDINGS_WORKER_POLL_SECONDS": "0.05",
-        "TIDINGS_OUTBOUND_ALLOW_PRIVATE": "true",
-        "TIDINGS_CLOCK_CONTROL": "true",
-    }
-    yield from serve(backend, tmp_path_factory.mktemp(f"campaigns-{backend}"), **env)
+    workdir = tmp_path_factory.mktemp(f"campaigns-{backend}")
+    yield from serve_with_mail(backend, workdir, sink, TIDINGS_OUTBOUND_ALLOW_PRIVATE="true")
 
 
 @pytest.fixture
@@ -54,28 +47,7 @@ def cio(api: Api) -> Iterator[CustomerIO]:
 
 @pytest.fixture
 def email() -> Callable[[str], str]:
-    """Addresses unique to the test, so the shared SMTP server's mail can be told apart."""
-    tag = uuid.uuid4().hex[:10]
-    return lambda name: f"{name}-{tag}@example.com"
-
-
-def mail_to(sink: SmtpSink, address: str, count: int = 1, timeout: float = 20) -> list[Received]:
-    """Wait until ``count`` messages to ``address`` have arrived; return them (oldest first)."""
-    end = time.monotonic() + timeout
-    while True:
-        found = [m for m in list(sink.messages) if address in m.rcpt_tos]
-        if len(found) >= count:
-            return found
-        if time.monotonic() > end:
-            raise AssertionError(f"expected {count} message(s) to {address}, got {len(found)}")
-        time.sleep(0.05)
-
-
-def no_mail_to(sink: SmtpSink, address: str, expected: int = 0, settle: float = 1.0) -> None:
-    """Give the worker a moment, then check that no more than ``expected`` messages reached ``address``."""
-    time.sleep(settle)
-    found = [m for m in list(sink.messages) if address in m.rcpt_tos]
-    assert len(found) == expected, f"{address} got {len(found)} messages, expected {expected}"
+    return unique_addresses()
 
 
 def create(api: Api, definition: Json, *, activate: bool = True) -> Json:
@@ -85,27 +57,11 @@ def create(api: Api, definition: Json, *, activate: bool = True) -> Json:
     return campaign
 
 
-def advance(api: Api, seconds: float) -> int:
-    now: int = ok(api.app.post("/_tidings/clock", json={"advance": seconds}))["now"]
-    return now
-
-
 def journeys(api: Api, campaign_id: int, **params: Any) -> list[Json]:
     found: list[Json] = ok(
         api.app.get(f"/v1/campaigns/{campaign_id}/journeys", params={"steps": "true", **params})
     )["journeys"]
     return found
-
-
-def eventually(check: Callable[[], Any], *, what: str, deadline: float = 20.0) -> Any:
-    end = time.monotonic() + deadline
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def email_block(

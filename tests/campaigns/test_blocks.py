@@ -17,8 +17,9 @@ import httpx
 import pytest
 from customerio.track import CustomerIO
 
-from tests.campaigns.conftest import advance, create, email_block, eventually, journeys, mail_to, no_mail_to
+from tests.campaigns.conftest import create, email_block, journeys
 from tests.harness import Api
+from tests.mail import advance, eventually, mail_to, no_mail_to
 from tests.messaging.smtp_sink import SmtpSink
 
 

@@ -16,8 +16,9 @@ from customerio.track import CustomerIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tests.campaigns.conftest import create, email_block, eventually, mail_to, no_mail_to
+from tests.campaigns.conftest import create, email_block
 from tests.harness import Api, run_cli
+from tests.mail import eventually, mail_to, no_mail_to
 from tests.messaging.smtp_sink import SmtpSink
 from tests.transactional.conftest import ok
 from tidings.broadcasts import service as broadcasts

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.campaigns.conftest import email_block, eventually, journeys
+from tests.campaigns.conftest import email_block, journeys
 from tests.clients.test_python_track import track_client
 from tests.conftest import BACKENDS, _require_postgres
 from tests.harness import TIDINGS, Api, Server, launch_server, postgres_database, stop_server
+from tests.mail import eventually
 from tests.messaging.smtp_sink import SmtpSink
 from tests.transactional.conftest import ok
 

@@ -13,8 +13,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from customerio.track import CustomerIO
 
-from tests.campaigns.conftest import Json, advance, create, email_block, eventually, journeys, mail_to
+from tests.campaigns.conftest import Json, create, email_block, journeys
 from tests.harness import Api
+from tests.mail import advance, eventually, mail_to
 from tests.messaging.smtp_sink import SmtpSink
 from tests.transactional.conftest import ok
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 
-from tests.campaigns.conftest import create, email_block, eventually, mail_to
+from tests.campaigns.conftest import create, email_block
 from tests.clients.test_node_clients import run_node
 from tests.harness import Api
+from tests.mail import eventually, mail_to
 from tests.messaging.smtp_sink import SmtpSink
 from tests.transactional.conftest import ok
 

@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 from customerio import analytics
 from customerio.track import CustomerIO
 
-from tests.campaigns.conftest import advance, create, email_block, eventually, journeys, mail_to, no_mail_to
+from tests.campaigns.conftest import create, email_block, journeys
 from tests.harness import Api
+from tests.mail import advance, eventually, mail_to, no_mail_to
 from tests.messaging.smtp_sink import SmtpSink
 from tidings.campaigns.timers import next_run
 

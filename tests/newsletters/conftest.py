@@ -3,8 +3,6 @@ shared by the newsletter tests; a fresh workspace per test. Tests tell their mai
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,9 +11,10 @@ import pytest
 from customerio.track import CustomerIO
 
 from tests.clients.test_python_track import track_client
-from tests.conftest import BACKENDS, serve, workspace_api
+from tests.conftest import BACKENDS, workspace_api
 from tests.harness import Api, Server
-from tests.messaging.smtp_sink import Received, SmtpSink
+from tests.mail import advance, eventually, ok, serve_with_mail, unique_addresses
+from tests.messaging.smtp_sink import SmtpSink
 
 Json = dict[str, Any]
 
@@ -31,12 +30,7 @@ def newsletter_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, sink: SmtpSink
 ) -> Iterator[Server]:
     backend: str = request.param
-    env = {
-        "TIDINGS_SMTP_URL": sink.url,
-        "TIDINGS_WORKER_POLL_SECONDS": "0.05",
-        "TIDINGS_CLOCK_CONTROL": "true",
-    }
-    yield from serve(backend, tmp_path_factory.mktemp(f"newsletters-{backend}"), **env)
+    yield from serve_with_mail(backend, tmp_path_factory.mktemp(f"newsletters-{backend}"), sink)
 
 
 @pytest.fixture
@@ -58,15 +52,7 @@ def cio(api: Api) -> Iterator[CustomerIO]:
 
 @pytest.fixture
 def email() -> Callable[[str], str]:
-    """Addresses unique to the test, so the shared SMTP server's mail can be told apart."""
-    tag = uuid.uuid4().hex[:10]
-    return lambda name: f"{name}-{tag}@example.com"
-
-
-def ok(response: httpx.Response) -> Json:
-    assert response.status_code == 200, f"{response.request.method} {response.request.url}: {response.text}"
-    body: Json = response.json()
-    return body
+    return unique_addresses()
 
 
 def error(response: httpx.Response, status: int) -> str:
@@ -79,40 +65,8 @@ def error(response: httpx.Response, status: int) -> str:
     return detail
 
 
-def mails_to(sink: SmtpSink, address: str) -> list[Received]:
-    return [m for m in list(sink.messages) if address in m.rcpt_tos]
-
-
-def mail_to(sink: SmtpSink, address: str, count: int = 1, timeout: float = 20) -> list[Received]:
-    """Wait until ``count`` messages to ``address`` have arrived; return them (oldest first)."""
-    end = time.monotonic() + timeout
-    while True:
-        found = mails_to(sink, address)
-        if len(found) >= count:
-            return found
-        if time.monotonic() > end:
-            raise AssertionError(f"expected {count} message(s) to {address}, got {len(found)}")
-        time.sleep(0.05)
-
-
 def now(api: Api) -> int:
     return advance(api, 0)
-
-
-def advance(api: Api, seconds: float) -> int:
-    moved: int = ok(api.app.post("/_tidings/clock", json={"advance": seconds}))["now"]
-    return moved
-
-
-def eventually(check: Callable[[], Any], *, what: str, deadline: float = 20.0) -> Any:
-    end = time.monotonic() + deadline
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def newsletter_body(**fields: Any) -> Json:

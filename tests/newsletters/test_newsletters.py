@@ -14,21 +14,9 @@ from zoneinfo import ZoneInfo
 from customerio.track import CustomerIO
 
 from tests.harness import Api
+from tests.mail import advance, eventually, mail_to, mails_to, ok
 from tests.messaging.smtp_sink import SmtpSink
-from tests.newsletters.conftest import (
-    advance,
-    create,
-    error,
-    eventually,
-    get,
-    mail_to,
-    mails_to,
-    messages,
-    newsletter_body,
-    now,
-    ok,
-    sent,
-)
+from tests.newsletters.conftest import create, error, get, messages, newsletter_body, now, sent
 
 Email = Callable[[str], str]
 
