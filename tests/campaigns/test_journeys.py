@@ -261,3 +261,32 @@ def test_only_events_at_most_72_hours_old_trigger(
     assert mail_to(sink, buyer)[0].message["Subject"] == "Thanks for order recent"
     no_mail_to(sink, buyer, expected=1, settle=0.5)
     assert len(journeys(api, campaign["id"])) == 1
+
+
+def test_a_goal_condition_met_after_the_journey_ended_still_converts(
+    api: Api, cio: CustomerIO, sink: SmtpSink, email: Callable[[str], str]
+) -> None:
+    campaign = create(
+        api,
+        {
+            "name": "Pay up",
+            "trigger": {"type": "event", "event": "invoice"},
+            "goal": {"condition": {"attribute": {"field": "paid", "operator": "is_true"}}, "within": "2d"},
+            "steps": [email_block("ask", "Please pay")],
+        },
+    )
+    payer, late = email("payer"), email("late")
+    for name, address in (("payer", payer), ("late", late)):
+        cio.identify(name, email=address)
+        cio.track(name, "invoice")
+        mail_to(sink, address)
+    eventually(lambda: len(journeys(api, campaign["id"], state="completed")) == 2, what="both journeys done")
+    cio.identify("payer", paid=True)
+    advance(api, 3 * 86400)
+    cio.identify("late", paid=True)  # after the goal's window
+    eventually(
+        lambda: [j["converted_at"] is not None for j in journeys(api, campaign["id"])] == [False, True],
+        what="only the payer's journey to convert",
+    )
+    metrics = api.app.get(f"/v1/campaigns/{campaign['id']}/metrics", params={"period": "days", "steps": 7})
+    assert sum(metrics.json()["metric"]["series"]["converted"]) == 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import BigInteger, cast, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from tidings.campaigns import timers, triggers
@@ -34,6 +34,7 @@ from tidings.models import (
     MessageTemplate,
     Segment,
 )
+from tidings.worker import wake
 
 TRANSITIONS = {
     "activate": ({"draft"}, "active"),
@@ -247,6 +248,29 @@ def change_state(
         raise Conflict(f"cannot {action} a campaign that is {campaign.state}")
     campaign.state, campaign.updated_at = target, now
     _clock_starts(session, campaign, now)
+    held = Journey.campaign_id == campaign.id
+    if action == "pause":
+        # Held journeys leave the due index, so claims never wade through them (the timer stays in
+        # resume_at, a call's lease in leased_until).
+        session.execute(
+            update(Journey)
+            .where(held, Journey.state.in_(("pending", "active", "waiting", "calling")))
+            .values(due_at=None)
+        )
+    elif action == "resume":
+        # Everything held is looked at again now: a timer that passed while paused runs at once, the rest
+        # wait again for their time (or their event or condition). A call still in flight keeps its lease.
+        session.execute(
+            update(Journey)
+            .where(held, Journey.state.in_(("pending", "active", "waiting")))
+            .values(due_at=now)
+        )
+        session.execute(
+            update(Journey)
+            .where(held, Journey.state == "calling")
+            .values(due_at=cast(Journey.leased_until + 1, BigInteger))
+        )
+        wake.soon(session)
     if target == "archived":
         session.execute(
             update(Journey)

@@ -5,7 +5,8 @@ the same transaction, just before it commits.
 - a segment entry or exit, an attribute change, a relationship added or removed start theirs;
 - journeys waiting for that event are woken (the engine checks their match keys), and journeys waiting on
   a condition are woken by any change to their person, to look again;
-- an event that is a campaign's goal converts the person's journeys whose last message is in the window;
+- an event that is a campaign's goal, or a change that meets a goal condition, converts the person's
+  journeys whose last message is in the window;
 - leaving a segment wakes journeys whose campaign exits people who leave it.
 
 Nothing is evaluated here beyond that: a triggered journey is a row, due now; the engine checks entry
@@ -28,6 +29,7 @@ from tidings.campaigns import timers
 from tidings.campaigns.definition import Definition, event_matches
 from tidings.journeys.engine import convert, definition_of
 from tidings.models import Campaign, Journey, Object, Relationship, Workspace
+from tidings.segments.search import holds
 from tidings.worker import wake
 
 LIVE = ("active", "paused")
@@ -53,6 +55,8 @@ class Index:
     # Date-attribute triggers: a change of the attribute moves the person's timer.
     dates: dict[str, list[Live]] = field(default_factory=lambda: defaultdict(list))
     goal_events: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
+    # Campaigns whose goal is a condition: campaign id → (condition, window).
+    goal_conditions: dict[int, tuple[Any, int]] = field(default_factory=dict)
     leave_exits: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
 
 
@@ -88,6 +92,8 @@ def _load(session: Session, workspace_id: int, version: int) -> Index:
         goal = definition.goal
         if goal is not None and "event" in goal:
             built.goal_events[goal["event"]].append((campaign_id, goal["within"]))
+        elif goal is not None:
+            built.goal_conditions[campaign_id] = (goal["condition"], goal["within"])
         if definition.exit["on_leave_segment"]:
             built.leave_exits[definition.trigger["segment_id"]].append(campaign_id)
         if state != "active":
@@ -229,6 +235,8 @@ def _react(session: Session, workspace_id: int, found: Index, notes: list[signal
         wake.soon(session)
     for recorded in events:
         _deliver_event(session, found, recorded, now)
+    if changed and found.goal_conditions:
+        _condition_goals(session, workspace_id, found, sorted(changed), now)
     if changed:
         # Journeys waiting on a condition look again (their person changed).
         result = session.execute(
@@ -238,6 +246,30 @@ def _react(session: Session, workspace_id: int, found: Index, notes: list[signal
         )
         if getattr(result, "rowcount", 0):
             wake.soon(session)
+
+
+def _condition_goals(session: Session, workspace_id: int, found: Index, people: list[int], now: int) -> None:
+    """A change may meet a campaign's goal condition: convert the person's journeys whose last message
+    is inside the goal's window (running or finished)."""
+    journeys = list(
+        session.scalars(
+            select(Journey).where(
+                Journey.person_id.in_(people),
+                Journey.campaign_id.in_(sorted(found.goal_conditions)),
+                Journey.converted_at.is_(None),
+                Journey.last_sent_at.is_not(None),
+            )
+        )
+    )
+    for journey in journeys:
+        condition, within = found.goal_conditions[journey.campaign_id]
+        if journey.person_id is None or (journey.last_sent_at or 0) < now - within:
+            continue
+        if holds(session, workspace_id, condition, [journey.person_id], now=now):
+            convert(session, journey, now)
+            if journey.state in ("active", "waiting"):
+                journey.due_at = now  # exits on the goal, if the campaign says so
+                wake.soon(session)
 
 
 def _related_people(session: Session, workspace_id: int, type_id: str, object_id: str) -> list[int]:
