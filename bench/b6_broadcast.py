@@ -129,6 +129,31 @@ def run_broadcast(
     return runs
 
 
+def render_broadcast(runs: Sequence[BroadcastRun], stamp: str, skipped: dict[str, str]) -> str:
+    """The broadcast fan-out table, appended to B6's section by ``bench.run``."""
+    lines = [
+        "",
+        f"### Broadcast fan-out ({stamp})",
+        "",
+        "One `POST /v1/campaigns/{id}/triggers` to every person of the workspace (the order email as the "
+        "broadcast's email block), timed from the request until the SMTP sink holds every message and every "
+        "delivery is `sent`: audience resolution, journeys, rendering and delivery, all in the worker(s). "
+        "Target ≥ 2,000 messages/s.",
+        "",
+        "| backend | workers | recipients | received | sent | seconds | messages/s | target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        met = "met" if run.messages_per_second >= 2000 and run.sent == run.recipients else "missed"
+        lines.append(
+            f"| {run.backend} | {run.workers} | {run.recipients:,} | {run.received:,} | {run.sent:,} | "
+            f"{run.seconds:.1f} | {run.messages_per_second:,.0f} | {met} |"
+        )
+    for backend, reason in skipped.items():
+        lines.append(f"| {backend} | — | — | — | — | — | — | not run: {reason} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     backend = sys.argv[1] if len(sys.argv) > 1 else "sqlite"
     recipients = int(sys.argv[2]) if len(sys.argv) > 2 else 2000

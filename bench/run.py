@@ -19,6 +19,7 @@ from bench.b3 import B3Result, run_b3
 from bench.b4 import B4Result, run_b4
 from bench.b5 import B5Result, render_b5, run_b5
 from bench.b6 import B6Backend, B6Result, run_b6_backend, run_b6_render
+from bench.b6_broadcast import BroadcastRun, render_broadcast, run_broadcast
 from bench.b7 import B7Figure, B7Memory, B7Result, render_b7, run_b7_memory, run_b7_steps
 from bench.b9 import B9Result, run_b9
 from bench.load import pick_generator
@@ -71,6 +72,8 @@ class Size:
     b6_render_people: int
     b6_deliveries: int
     b6_workers: tuple[int, ...]
+    # B6 broadcast fan-out: recipients of one API-triggered broadcast.
+    b6_broadcast_recipients: int = 100_000
     # B5: people identified first; measured pings a second and for how long, under background events
     # a second (another event name); runs per backend.
     b5_people: int = 2_000
@@ -132,6 +135,7 @@ SIZES = {
         b6_render_people=500,
         b6_deliveries=500,
         b6_workers=(1, 2),
+        b6_broadcast_recipients=300,
         b5_people=100,
         b5_rate=10.0,
         b5_seconds=3.0,
@@ -287,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     b6: B6Result | None = None
     skipped_b6: dict[str, str] = {}
+    broadcast_runs: list[BroadcastRun] = []
     if "B6" in only:
         print("B6 render …", flush=True)
         wait_for_quiet(args.quiet_load, args.quiet_timeout)
@@ -314,6 +319,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         b6 = B6Result(render, tuple(b6_backends))
+        for backend in backends:
+            if backend in skipped_b6:
+                continue
+            print(f"B6 broadcast fan-out on {backend} …", flush=True)
+            wait_for_quiet(args.quiet_load, args.quiet_timeout)
+            broadcast_runs += run_broadcast(
+                backend, args.workdir, recipients=size.b6_broadcast_recipients, workers=size.b6_workers
+            )
     b5: list[B5Result] = []
     b7_figures: list[B7Figure] = []
     b7_memory: list[B7Memory] = []
@@ -381,7 +394,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "B5" in only:
         sections["B5"] = render_b5(b5, env.stamp, skipped_b57)
     if b6 is not None:
-        sections["B6"] = render_b6(b6, env, skipped_b6)
+        sections["B6"] = (
+            render_b6(b6, env, skipped_b6) + "\n" + render_broadcast(broadcast_runs, env.stamp, skipped_b6)
+        )
     b7 = B7Result(size.b7_journeys, tuple(b7_figures), tuple(b7_memory))
     if "B7" in only:
         sections["B7"] = render_b7(b7, env.stamp, skipped_b57)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.b5 import _subject, render_b5, run_b5
+from bench.b6_broadcast import render_broadcast, run_broadcast
 from bench.b7 import STEPS_PER_JOURNEY, B7Result, render_b7, run_b7_memory, run_b7_steps
 
 
@@ -62,3 +63,14 @@ def test_b7_moves_every_due_journey_on(tmp_path: Path) -> None:
     text = render_b7(result, "now", {})
     assert "| sqlite | in-process | 1 |" in text
     assert "2,000 waiting journeys" in text
+
+
+def test_b6_broadcast_fan_out_reaches_everyone(tmp_path: Path) -> None:
+    runs = run_broadcast("sqlite", tmp_path, recipients=60, workers=(1,), progress=lambda _: None)
+    [run] = runs
+    assert run.received == 60
+    assert run.sent == 60
+    assert run.messages_per_second > 0
+    text = render_broadcast(runs, "now", {"postgres": "not reachable"})
+    assert "| sqlite | 1 | 60 | 60 | 60 |" in text
+    assert "not run: not reachable" in text
