@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +30,7 @@ import httpx
 import uvloop
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from bench.b6 import _new_workspace, identify_people, person_id
+from bench.b6 import SinkProcess, _new_workspace, identify_people, person_id
 from bench.load import basic_auth, machine_load
 from bench.server import start_server, stop_server, throwaway_database
 
@@ -128,51 +126,14 @@ async def _sink(host: str) -> None:
     control.close()
 
 
-class TimingSink:
+class TimingSink(SinkProcess):
     """``python -m bench.b5 sink`` in its own process: when each message (by subject) arrived."""
 
     def __init__(self, logdir: Path) -> None:
-        logdir.mkdir(parents=True, exist_ok=True)
-        self.log_path = logdir.resolve() / f"b5-sink-{secrets.token_hex(3)}.log"
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "bench.b5", "sink"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                cwd=Path(__file__).resolve().parents[1],
-            )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            self.stop()
-            raise RuntimeError(f"the B5 sink did not start:\n{self.log_path.read_text(errors='replace')}")
-        ports = json.loads(line)
-        self.smtp_port = int(ports["smtp_port"])
-        self.control_port = int(ports["control_port"])
-        self._client = httpx.Client(timeout=10.0)
-
-    @property
-    def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.smtp_port}"
+        super().__init__(logdir, ["bench.b5", "sink"], "b5-sink")
 
     def received(self) -> dict[str, float]:
-        answer = self._client.get(f"http://127.0.0.1:{self.control_port}/")
-        answer.raise_for_status()
-        return {str(k): float(v) for k, v in answer.json().items()}
-
-    def stop(self) -> None:
-        client = getattr(self, "_client", None)
-        if client is not None:
-            client.close()
-        for stream in (self.process.stdin, self.process.stdout):
-            if stream is not None:
-                stream.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        return {str(k): float(v) for k, v in self.control().items()}
 
 
 @contextmanager

@@ -372,16 +372,17 @@ class SinkStats:
     cpu_seconds: float
 
 
-class Sink:
-    """``bench.smtp_sink`` in its own process."""
+class SinkProcess:
+    """An SMTP sink in its own process (``python -m MODULE …``), which prints its SMTP and control ports
+    as one JSON line and answers ``GET /`` on the control port with what it received."""
 
-    def __init__(self, logdir: Path) -> None:
+    def __init__(self, logdir: Path, module: Sequence[str], label: str) -> None:
         logdir.mkdir(parents=True, exist_ok=True)
-        self.log_path = logdir / f"smtp-sink-{secrets.token_hex(3)}.log"
+        self.log_path = logdir.resolve() / f"{label}-{secrets.token_hex(3)}.log"
         with self.log_path.open("wb") as log:
             # stdin stays open as a lifeline: the sink exits when this process goes away.
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bench.smtp_sink"],
+                [sys.executable, "-m", *module],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -391,7 +392,7 @@ class Sink:
         line = self.process.stdout.readline()
         if not line:
             self.stop()
-            raise RuntimeError(f"the SMTP sink did not start:\n{self.log_path.read_text(errors='replace')}")
+            raise RuntimeError(f"the {label} did not start:\n{self.log_path.read_text(errors='replace')}")
         ports = json.loads(line)
         self.smtp_port = int(ports["smtp_port"])
         self.control_port = int(ports["control_port"])
@@ -401,10 +402,10 @@ class Sink:
     def url(self) -> str:
         return f"smtp://127.0.0.1:{self.smtp_port}"
 
-    def stats(self) -> SinkStats:
+    def control(self) -> Any:
         answer = self._client.get(f"http://127.0.0.1:{self.control_port}/")
         answer.raise_for_status()
-        return SinkStats(**answer.json())
+        return answer.json()
 
     def stop(self) -> None:
         client = getattr(self, "_client", None)
@@ -418,6 +419,16 @@ class Sink:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+class Sink(SinkProcess):
+    """``bench.smtp_sink``: how many messages arrived, when, and the sink's CPU."""
+
+    def __init__(self, logdir: Path) -> None:
+        super().__init__(logdir, ["bench.smtp_sink"], "smtp-sink")
+
+    def stats(self) -> SinkStats:
+        return SinkStats(**self.control())
 
 
 @contextmanager
