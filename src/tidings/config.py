@@ -56,6 +56,21 @@ class Settings(BaseSettings):
     send_concurrency: int = 4
     # Journeys a worker claims and moves on in one transaction.
     journey_batch_size: int = 200
+    # AI: the model catalogue (a JSON list, or a path to a JSON or YAML file holding one; see
+    # tidings.ai.catalogue), provider keys and endpoints, and how many calls each provider may have in
+    # flight per process.
+    ai_models: str | None = None
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str | None = None
+    google_api_key: str | None = None
+    google_base_url: str | None = None
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "llama3.1"
+    ai_timeout_seconds: float = 30.0
+    ai_concurrency: int = 64
+    # Credits a new account starts with (its first ledger entry), so a fresh install can try AI features.
+    ai_initial_credits: float = 100.0
     # Shifts the clock (seconds); tests use it to move time without sleeping.
     clock_offset_seconds: float = 0.0
     # Test and demo aid: expose POST /_tidings/clock to move this process's clock forward. Never in

@@ -55,3 +55,15 @@ class RateLimited(TidingsError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class OutOfCredits(TidingsError):
+    status_code = 402
+    name = "out_of_credits"
+
+
+class UpstreamFailed(TidingsError):
+    """A service Tidings called on the caller's behalf (a model provider) failed."""
+
+    status_code = 502
+    name = "upstream_failed"

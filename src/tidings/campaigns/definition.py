@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from tidings.ai import block as _llm_block  # registers the LLM action
 from tidings.journeys import blocks as _blocks  # registers the block types
 from tidings.journeys.blocks import CLOCK, DAYS, as_time
 from tidings.journeys.workflow import DefinitionError, Parser, Workflow, compile_steps, parse_duration
@@ -18,6 +19,7 @@ from tidings.segments.conditions import ConditionError
 from tidings.segments.conditions import parse as parse_condition
 
 assert _blocks.RUNNERS
+assert _llm_block.KEYS
 TRIGGER_TYPES = ("event", "segment", "attribute", "date", "object", "relationship", "broadcast", "scheduled")
 REENTRY_MODES = ("once", "always", "every")
 MAX_NAME = 190

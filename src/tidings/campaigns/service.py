@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import BigInteger, cast, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from tidings.ai import data_index
 from tidings.campaigns import timers, triggers
 from tidings.campaigns.definition import Definition, parse
 from tidings.errors import Conflict, InvalidInput, NotFound
@@ -118,6 +119,9 @@ def _sync_actions(session: Session, campaign: Campaign, definition: Definition, 
     for key, action in existing.items():
         if key not in seen and action.removed_at is None:
             action.removed_at = now
+    data_index.describe_llm_outputs(
+        session, campaign.workspace_id, campaign.id, definition.workflow.blocks.values(), now=now
+    )
     session.flush()
 
 

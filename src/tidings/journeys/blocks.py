@@ -25,6 +25,7 @@ from tidings.deliveries import lifecycle
 from tidings.events.service import EventInput, track_person_event
 from tidings.ids import new_delivery_id
 from tidings.journeys import calls
+from tidings.journeys import conditions as journey_conditions
 from tidings.journeys.workflow import Block, BlockType, Parser, Workflow, parse_duration, register
 from tidings.messaging.liquid import RenderFailed, TemplateInvalid
 from tidings.messaging.render import customer_of
@@ -115,8 +116,10 @@ class Step:
         return value
 
     def holds(self, condition: Any) -> bool:
-
-        return bool(holds(self.session, self.ws.workspace_id, condition, [self.person.id], now=self.now))
+        decided, rest = journey_conditions.resolve(condition, self.journey.attributes or {})
+        if decided is not None:
+            return decided
+        return bool(holds(self.session, self.ws.workspace_id, rest, [self.person.id], now=self.now))
 
     def fraction(self, salt: str = "") -> float:
         return journey_fraction(self.journey.id, self.block.id, salt)
@@ -156,7 +159,7 @@ class Outcome:
     detail: dict[str, Any] | None = None
     delivery_id: str | None = None
     # An outside call to make after the step commits; its result goes to the block type's ``resume``.
-    call: Callable[[], dict[str, Any]] | None = None
+    call: calls.Call | None = None
     waiting: bool = False
 
 

@@ -1,5 +1,9 @@
-"""Outside calls a journey makes (the webhook action; later the LLM action): made after the step that
-asked for them committed, outside any transaction, under the journey's lease.
+"""Outside calls a journey makes (the webhook action, the LLM action): made after the step that asked
+for them committed, outside any transaction, under the journey's lease.
+
+A call is a function returning the answer as a dict. A blocking one runs on the engine's small thread
+pool; an ``async`` one runs on this process's background event loop, where a thousand of them waiting on a
+slow model hold no thread each (model calls must never hold up other journeys or workers).
 
 A call is at least once: if the worker dies before the answer is stored, the lease runs out and another
 worker makes it again, with the same idempotency key, so a receiver that honours the key does the work
@@ -8,13 +12,39 @@ once.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from typing import Any
 
 import httpx
 
 from tidings.messaging import outbound
+
+Call = Callable[[], dict[str, Any]] | Callable[[], Awaitable[dict[str, Any]]]
+
+_loop: list[asyncio.AbstractEventLoop] = []
+_loop_lock = threading.Lock()
+
+
+def background_loop() -> asyncio.AbstractEventLoop:
+    """The process's event loop for async calls, started on first use in a daemon thread."""
+    with _loop_lock:
+        if not _loop:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="tidings-async-calls", daemon=True).start()
+            _loop.append(loop)
+        return _loop[0]
+
+
+def submit(call: Callable[[], Awaitable[dict[str, Any]]]) -> Future[dict[str, Any]]:
+    async def run() -> dict[str, Any]:
+        return await call()
+
+    return asyncio.run_coroutine_threadsafe(run(), background_loop())
+
 
 # Set by the engine from settings: whether user-given URLs may reach private addresses.
 ALLOW_PRIVATE = {"value": False}

@@ -16,11 +16,13 @@ same idempotency key).
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sqlalchemy import URL, insert, select
@@ -76,7 +78,7 @@ def definition_of(session: Session, campaign_id: int, version: int) -> Definitio
 @dataclass
 class PendingCall:
     journey_id: int
-    call: Callable[[], dict[str, Any]]
+    call: calls.Call
 
 
 @dataclass
@@ -122,6 +124,7 @@ class _Batch:
                 workspace.name,
                 WorkspaceSettings.from_stored(workspace.settings),
                 0,
+                account_id=workspace.account_id,
             )
 
 
@@ -134,9 +137,31 @@ class Engine:
         self.batch_size = settings.journey_batch_size
         self.lease_seconds = settings.worker_lease_seconds
         self._pool = ThreadPoolExecutor(settings.send_concurrency, thread_name_prefix="tidings-call")
+        # Answers of async calls are stored from here, off the event loop (storing is database work).
+        self._answers = ThreadPoolExecutor(2, thread_name_prefix="tidings-answer")
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._answers.shutdown(wait=True)
+
+    def _dispatch(self, pending: list[PendingCall]) -> None:
+        for item in pending:
+            call = item.call
+            if inspect.iscoroutinefunction(call):
+                future = calls.submit(call)
+                future.add_done_callback(partial(self._answered, item.journey_id))
+            else:
+                self._pool.submit(self._call, item)
+
+    def _answered(self, journey_id: int, future: Future[dict[str, Any]]) -> None:
+        try:
+            result = future.result()
+        except Exception as exc:  # a bug in a call must not leave the journey calling for ever
+            log.exception("journey %s call failed", journey_id)
+            result = {"error": f"internal error: {exc!r}"}
+        # Shutting down refuses the job: the lease runs out and another worker makes the call again.
+        with contextlib.suppress(RuntimeError):
+            self._answers.submit(self._store, journey_id, result)
 
     # -- claiming ----------------------------------------------------------------------------------------
 
@@ -175,8 +200,7 @@ class Engine:
                 # A journey broke: run the batch again one journey at a time, so only that one fails.
                 log.warning("a journey of the batch failed; running it journey by journey", exc_info=True)
                 pending = self._one_by_one(session, batch, journeys, now)
-        for item in pending:
-            self._pool.submit(self._call, item)
+        self._dispatch(pending)
         return len(journeys)
 
     def _one_by_one(
@@ -427,13 +451,17 @@ class Engine:
     def _call(self, item: PendingCall) -> None:
         try:
             result = item.call()
+            assert isinstance(result, dict)
         except Exception as exc:  # a bug in a call must not leave the journey calling for ever
             log.exception("journey %s call failed", item.journey_id)
             result = {"error": f"internal error: {exc!r}"}
+        self._store(item.journey_id, result)
+
+    def _store(self, journey_id: int, result: dict[str, Any]) -> None:
         try:
-            self.resume(item.journey_id, result)
+            self.resume(journey_id, result)
         except Exception:
-            log.exception("journey %s could not store its call's result", item.journey_id)
+            log.exception("journey %s could not store its call's result", journey_id)
 
     def resume(self, journey_id: int, result: dict[str, Any]) -> None:
         """Store a call's answer and go on, if the journey is still this worker's."""
@@ -473,8 +501,7 @@ class Engine:
             journey.state = "active"
             pending = self.advance(session, batch, journey, now, first=outcome)
             batch.write_log()
-        for item in pending:
-            self._pool.submit(self._call, item)
+        self._dispatch(pending)
 
 
 def reentry_refusal(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidings.errors import InvalidInput
+from tidings.journeys import conditions as journey_conditions
 from tidings.segments.conditions import ConditionError, parse
 
 MAX_BLOCKS = 500
@@ -122,7 +123,8 @@ class Parser:
                 raise self.fail("is required", key)
             return None
         try:
-            parse(value, path=key)
+            # Journey-attribute leaves are checked here; the rest is the segment grammar.
+            parse(journey_conditions.person_part(value, key), path=key)
         except ConditionError as exc:
             raise self.fail(exc.message, key) from None
         return value

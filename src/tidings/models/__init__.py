@@ -1,5 +1,6 @@
 """ORM tables, one module per aggregate. Importing this package registers every table."""
 
+from tidings.models.ai import AccountAi, AuditEntry, CreditEntry, DataIndexEntry
 from tidings.models.base import Base
 from tidings.models.campaign import (
     BroadcastTrigger,
@@ -25,9 +26,11 @@ from tidings.models.workspace import Account, Credential, Workspace
 
 __all__ = [
     "Account",
+    "AccountAi",
     "Activity",
     "AddressSuppression",
     "AnonymousProfile",
+    "AuditEntry",
     "Base",
     "BroadcastTrigger",
     "BroadcastTriggerError",
@@ -37,6 +40,8 @@ __all__ = [
     "CampaignTimer",
     "CampaignVersion",
     "Credential",
+    "CreditEntry",
+    "DataIndexEntry",
     "Delivery",
     "DeliveryMetricReport",
     "Device",

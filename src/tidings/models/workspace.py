@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Text
+from sqlalchemy import ForeignKey, Index, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tidings.models.base import Base, BigId, JsonDoc
@@ -33,6 +33,10 @@ class Workspace(Base):
     # The same for campaigns: bumped when a campaign's state or workflow changes (trigger matching
     # caches each workspace's live campaigns).
     campaigns_version: Mapped[int] = mapped_column(default=0, server_default="0")
+    # What AI generations of this workspace are told about the company, product and audience.
+    business_context: Mapped[dict[str, Any]] = mapped_column(
+        JsonDoc, default=dict, server_default=text("'{}'")
+    )
     created_at: Mapped[int]
 
 
@@ -55,5 +59,7 @@ class Credential(Base):
     secret_plain: Mapped[str | None] = mapped_column(Text(), default=None)
     # First characters of the secret, so people can tell keys apart in listings.
     hint: Mapped[str] = mapped_column(Text())
+    # admin (may change admin-only account settings, e.g. allow_agent_edit_live_data) or member.
+    role: Mapped[str] = mapped_column(Text(), default="member", server_default="admin")
     created_at: Mapped[int]
     revoked_at: Mapped[int | None] = mapped_column(default=None)

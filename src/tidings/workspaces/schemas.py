@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from tidings.workspaces.limits import WorkspaceSettings
 
 KEY_KINDS = ("track", "app", "pipelines", "webhook_signing")
+# An admin key may also change admin-only account settings (allow_agent_edit_live_data, credits).
+ROLES = ("admin", "member")
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,13 @@ class WorkspaceContext:
     name: str
     settings: WorkspaceSettings
     credential_id: int
+    account_id: int = 0
+    role: str = "member"
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this caller."""
+        return f"key:{self.credential_id}"
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,7 @@ class KeyInfo:
     kind: str
     name: str
     hint: str
+    role: str
     created_at: int
     revoked_at: int | None
 

@@ -8,12 +8,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from tidings.ai import settings as ai_settings
 from tidings.errors import InvalidInput, NotFound, Unauthorized
 from tidings.ids import hash_secret, new_secret, new_site_id
 from tidings.models import Account, Credential, Person, Workspace
 from tidings.models.object import Object, ObjectType
 from tidings.workspaces.limits import WorkspaceSettings
-from tidings.workspaces.schemas import KEY_KINDS, KeyInfo, NewKey, NewWorkspace, WorkspaceContext
+from tidings.workspaces.schemas import KEY_KINDS, ROLES, KeyInfo, NewKey, NewWorkspace, WorkspaceContext
 
 _PREFIXES = {"track": "trk_", "app": "app_", "pipelines": "cdp_", "webhook_signing": "whsec_"}
 
@@ -26,12 +27,19 @@ def create_workspace(
         account = Account(name=account_name or "Tidings", created_at=now)
         session.add(account)
         session.flush()
+        # The account's AI settings and starting credits exist from the start, so concurrent first uses
+        # never race to create them.
+        ai_settings.account_row(session, account.id, now=now)
     workspace = Workspace(
         account_id=account.id, name=name, site_id=new_site_id(), settings={}, created_at=now
     )
     session.add(workspace)
     session.flush()
-    keys = {kind: _add_key(session, workspace.id, kind, name="default", now=now).secret for kind in KEY_KINDS}
+    # Whoever creates a workspace administers it: its first keys are admin keys.
+    keys = {
+        kind: _add_key(session, workspace.id, kind, name="default", now=now, role="admin").secret
+        for kind in KEY_KINDS
+    }
     return NewWorkspace(
         workspace_id=workspace.id,
         name=workspace.name,
@@ -108,9 +116,13 @@ def update_settings(session: Session, workspace: Workspace, changes: dict[str, A
 # -- keys --------------------------------------------------------------------------------------------
 
 
-def _add_key(session: Session, workspace_id: int, kind: str, *, name: str, now: int) -> NewKey:
+def _add_key(
+    session: Session, workspace_id: int, kind: str, *, name: str, now: int, role: str = "member"
+) -> NewKey:
     if kind not in KEY_KINDS:
         raise InvalidInput(f"key kind must be one of {', '.join(KEY_KINDS)}")
+    if role not in ROLES:
+        raise InvalidInput(f"key role must be one of {', '.join(ROLES)}")
     secret = new_secret(_PREFIXES[kind])
     credential = Credential(
         workspace_id=workspace_id,
@@ -119,6 +131,7 @@ def _add_key(session: Session, workspace_id: int, kind: str, *, name: str, now: 
         secret_hash=hash_secret(secret),
         secret_plain=secret if kind == "webhook_signing" else None,
         hint=secret[: len(_PREFIXES[kind]) + 4],
+        role=role,
         created_at=now,
     )
     session.add(credential)
@@ -126,9 +139,11 @@ def _add_key(session: Session, workspace_id: int, kind: str, *, name: str, now: 
     return NewKey(info=_key_info(credential), secret=secret)
 
 
-def create_key(session: Session, workspace_ref: str, kind: str, *, name: str, now: int) -> NewKey:
+def create_key(
+    session: Session, workspace_ref: str, kind: str, *, name: str, now: int, role: str = "member"
+) -> NewKey:
     workspace = get_workspace(session, workspace_ref)
-    return _add_key(session, workspace.id, kind, name=name, now=now)
+    return _add_key(session, workspace.id, kind, name=name, now=now, role=role)
 
 
 def list_keys(session: Session, workspace_ref: str) -> list[KeyInfo]:
@@ -152,7 +167,7 @@ def revoke_key(session: Session, key_id: int, *, now: int) -> KeyInfo:
 def rotate_key(session: Session, key_id: int, *, now: int) -> NewKey:
     """Issue a new key of the same kind and revoke the old one."""
     old = revoke_key(session, key_id, now=now)
-    return _add_key(session, old.workspace_id, old.kind, name=old.name, now=now)
+    return _add_key(session, old.workspace_id, old.kind, name=old.name, now=now, role=old.role)
 
 
 def webhook_signing_key(session: Session, workspace_id: int) -> str | None:
@@ -175,6 +190,7 @@ def _key_info(credential: Credential) -> KeyInfo:
         kind=credential.kind,
         name=credential.name,
         hint=credential.hint,
+        role=credential.role,
         created_at=credential.created_at,
         revoked_at=credential.revoked_at,
     )
@@ -203,5 +219,7 @@ def authenticate(session: Session, kind: str, secret: str, *, site_id: str | Non
                 name=workspace.name,
                 settings=WorkspaceSettings.from_stored(workspace.settings),
                 credential_id=credential.id,
+                account_id=workspace.account_id,
+                role=credential.role,
             )
     raise Unauthorized("invalid credentials")

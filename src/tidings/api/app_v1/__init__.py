@@ -3,6 +3,7 @@
 from fastapi import APIRouter
 
 from tidings.api.app_v1 import (
+    ai,
     broadcasts,
     campaign_metrics,
     campaigns,
@@ -20,6 +21,7 @@ from tidings.api.app_v1 import (
 
 router = APIRouter()
 for module in (
+    ai,
     broadcasts,
     campaign_metrics,
     campaigns,

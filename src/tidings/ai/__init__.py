@@ -1,0 +1,1 @@
+"""AI features: settings, the model catalogue and providers, credits and the LLM action."""

@@ -1,0 +1,1 @@
+"""The account audit log: who changed what, when, from what to what."""
