@@ -77,7 +77,7 @@ def _saved_block(session: Session, ws: WorkspaceContext, body: dict[str, Any]) -
         "model": block.spec["model"],
         "output_fields": [f.view() for f in block.spec["fields"]],
     }
-    return {**saved, **{k: v for k, v in body.items() if k in ("prompt", "model", "output_fields")}}
+    return {**body, **saved, **{k: v for k, v in body.items() if k in ("prompt", "model", "output_fields")}}
 
 
 def _context(session: Session, ws: WorkspaceContext, body: dict[str, Any]) -> dict[str, Any]:
