@@ -1,0 +1,526 @@
+"""The model-provider layer: one structured-output call to a catalogue model, through its provider's SDK.
+
+``generate(model, request)`` sends a system text, a user prompt and a JSON schema to the model, and returns
+the JSON object it produced (with token counts). Each provider is reached through its official async SDK
+and its own structured-output mechanism:
+
+* ``anthropic``: the Messages API with ``output_config.format`` (type ``json_schema``);
+* ``openai`` (OpenAI itself, or any server speaking its chat completions API: vLLM, Ollama…):
+  ``response_format`` of type ``json_schema``, strict;
+* ``google``: ``generateContent`` with ``responseMimeType: application/json`` and ``responseJsonSchema``,
+  plus the request's safety settings, which only Gemini accepts.
+
+Whatever goes wrong surfaces as one ``ProviderError`` whose ``kind`` the caller acts on (retry later, give
+up, tell the user), and whose ``answered`` says whether the provider produced an answer — and so whether
+the call costs credits. The SDKs' own retries are off: the caller retries, and counts the attempts.
+
+Calls to one provider are bounded by ``concurrency_limit`` (``TIDINGS_AI_CONCURRENCY`` per provider per
+event loop), so a burst of work queues here instead of tripping the provider's rate limits or exhausting
+connections. SDK clients are cached per event loop, because their connection pools belong to the loop that
+opened them; ``aclose_clients()`` closes the running loop's clients when it is done with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
+
+from tidings.ai.catalogue import ModelSpec
+from tidings.config import get_settings
+
+# The SDKs are imported where first used: together they take seconds to import, which every process that
+# merely imports this module (the CLI, the API server) would otherwise pay.
+if TYPE_CHECKING:
+    import anthropic
+    import httpx
+    import openai
+    from google import genai
+    from google.genai import errors as genai_errors
+    from google.genai import types as genai_types
+
+ErrorKind = Literal[
+    "rate_limited",
+    "timeout",
+    "unavailable",
+    "refused",
+    "invalid_output",
+    "bad_request",
+    "auth",
+    "not_configured",
+]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One structured-output request: instructions, the user's prompt, and the shape of the answer."""
+
+    system: str
+    prompt: str
+    # {"type": "object", "properties": {...}, "required": [...], "additionalProperties": false}
+    schema: dict[str, Any]
+    schema_name: str = "output"
+    # Category -> threshold (see SAFETY_CATEGORIES, SAFETY_THRESHOLDS). Only Gemini has such settings; the
+    # other providers never see them.
+    safety: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    data: dict[str, Any]
+    text: str
+    input_tokens: int | None
+    output_tokens: int | None
+
+
+class ProviderError(Exception):
+    """A call that produced no usable answer. ``answered`` is true when the provider did answer (the model
+    refused, or its output was not a JSON object), so the call is billed even though it failed."""
+
+    def __init__(
+        self, kind: ErrorKind, message: str, *, retry_after: float | None = None, answered: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.kind: ErrorKind = kind
+        self.message = message
+        self.retry_after = retry_after
+        self.answered = answered
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
+
+    def __repr__(self) -> str:
+        return (
+            f"ProviderError({self.kind!r}, {self.message!r}, retry_after={self.retry_after!r}, "
+            f"answered={self.answered!r})"
+        )
+
+
+# Our names for Gemini's harm categories and block thresholds -> Gemini's enum names.
+SAFETY_CATEGORIES: dict[str, str] = {
+    "harassment": "HARM_CATEGORY_HARASSMENT",
+    "hate_speech": "HARM_CATEGORY_HATE_SPEECH",
+    "sexually_explicit": "HARM_CATEGORY_SEXUALLY_EXPLICIT",
+    "dangerous_content": "HARM_CATEGORY_DANGEROUS_CONTENT",
+}
+SAFETY_THRESHOLDS: dict[str, str] = {
+    "off": "OFF",
+    "block_only_high": "BLOCK_ONLY_HIGH",
+    "block_medium_and_above": "BLOCK_MEDIUM_AND_ABOVE",
+    "block_low_and_above": "BLOCK_LOW_AND_ABOVE",
+}
+
+# Gemini finish reasons meaning the candidate was withheld for its content rather than cut short.
+_GOOGLE_BLOCKED = frozenset(
+    {
+        "SAFETY",
+        "RECITATION",
+        "LANGUAGE",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+    }
+)
+
+# Self-hosted OpenAI-compatible servers (Ollama, vLLM) ignore the key, but the SDK insists on one.
+_PLACEHOLDER_KEY = "not-needed"
+
+
+# --- Per-loop state ------------------------------------------------------------------------------------
+#
+# asyncio primitives and pooled connections belong to the event loop that first used them, and a process
+# may run several loops (one per worker thread, a fresh one per asyncio.run), so both are kept per loop.
+# Entries of closed loops are dropped on the next lookup.
+
+_ClientKey = tuple[str, str | None, str | None, float]
+_state_lock = threading.Lock()
+_semaphores: dict[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]] = {}
+_clients: dict[asyncio.AbstractEventLoop, dict[_ClientKey, Any]] = {}
+
+
+def _prune_closed_loops() -> None:
+    for registry in (_semaphores, _clients):
+        for loop in [loop for loop in registry if loop.is_closed()]:
+            del registry[loop]
+
+
+def concurrency_limit(provider: str) -> asyncio.Semaphore:
+    """The running loop's semaphore for ``provider``: ``ai_concurrency`` calls in flight at once."""
+    loop = asyncio.get_running_loop()
+    with _state_lock:
+        per_loop = _semaphores.get(loop)
+        if per_loop is None:
+            _prune_closed_loops()
+            per_loop = _semaphores[loop] = {}
+        semaphore = per_loop.get(provider)
+        if semaphore is None:
+            semaphore = per_loop[provider] = asyncio.Semaphore(max(1, get_settings().ai_concurrency))
+        return semaphore
+
+
+def _client(model: ModelSpec, build: Any) -> Any:
+    loop = asyncio.get_running_loop()
+    key: _ClientKey = (model.provider, model.base_url, model.api_key, model.timeout)
+    with _state_lock:
+        per_loop = _clients.get(loop)
+        if per_loop is None:
+            _prune_closed_loops()
+            per_loop = _clients[loop] = {}
+        client = per_loop.get(key)
+        if client is None:
+            client = per_loop[key] = build(model)
+        return client
+
+
+async def aclose_clients() -> None:
+    """Close the SDK clients the running loop opened (call before the loop ends, e.g. on shutdown, so no
+    connection is left for the garbage collector to complain about)."""
+    loop = asyncio.get_running_loop()
+    with _state_lock:
+        clients = _clients.pop(loop, {})
+    # One client failing to close must not leave the others open.
+    await asyncio.gather(
+        *(c.aclose() if isinstance(c, _GoogleClient) else c.close() for c in clients.values()),
+        return_exceptions=True,
+    )
+
+
+# --- The call ------------------------------------------------------------------------------------------
+
+
+async def generate(model: ModelSpec, request: Generation) -> Answer:
+    """Ask ``model`` for a JSON object following ``request.schema``. Raises ``ProviderError``."""
+    if not model.available:
+        needs = "a base URL" if model.provider == "openai" else "an API key"
+        raise ProviderError("not_configured", f"model {model.id}: provider {model.provider} has no {needs}")
+    async with concurrency_limit(model.provider):
+        if model.provider == "anthropic":
+            return await _anthropic(model, request)
+        if model.provider == "openai":
+            return await _openai(model, request)
+        return await _google(model, request)
+
+
+def _parse(text: str, where: str) -> dict[str, Any]:
+    candidate = text.strip()
+    # Some OpenAI-compatible servers ignore response_format and fence the JSON like a chat answer.
+    if candidate.startswith("```"):
+        candidate = candidate.strip("`").removeprefix("json").strip()
+    try:
+        data = json.loads(candidate)
+    except ValueError:
+        raise ProviderError(
+            "invalid_output", f"{where} answered with text that is not JSON: {_clip(text)}", answered=True
+        ) from None
+    if not isinstance(data, dict):
+        raise ProviderError(
+            "invalid_output",
+            f"{where} answered with JSON that is not an object: {_clip(text)}",
+            answered=True,
+        )
+    return data
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` (OpenAI), or ``retry-after`` in seconds or as an HTTP date."""
+    if not headers:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _status_kind(status: int) -> ErrorKind:
+    if status == 429:
+        return "rate_limited"
+    if status in (401, 403):
+        return "auth"
+    if status == 408:
+        return "timeout"
+    if status >= 500:
+        # Includes Anthropic's 529 "overloaded".
+        return "unavailable"
+    return "bad_request"
+
+
+def _body_message(body: object) -> str | None:
+    """``error.message`` (or ``message``) from a provider's error body."""
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+    return None
+
+
+# --- Anthropic -----------------------------------------------------------------------------------------
+
+
+def _build_anthropic(model: ModelSpec) -> anthropic.AsyncAnthropic:
+    import anthropic  # noqa: PLC0415
+
+    return anthropic.AsyncAnthropic(
+        api_key=model.api_key, base_url=model.base_url, timeout=model.timeout, max_retries=0
+    )
+
+
+def _raise_sdk(
+    exc: anthropic.APIError | openai.APIError,
+    model: ModelSpec,
+    timeout_error: type[anthropic.APITimeoutError | openai.APITimeoutError],
+    connection_error: type[anthropic.APIConnectionError | openai.APIConnectionError],
+    status_error: type[anthropic.APIStatusError | openai.APIStatusError],
+) -> NoReturn:
+    """Map an Anthropic or OpenAI SDK error (the two SDKs share one design) to a ProviderError."""
+    provider = model.provider
+    if isinstance(exc, timeout_error):
+        raise ProviderError("timeout", f"{provider}: no answer within {model.timeout:g} s") from exc
+    if isinstance(exc, connection_error):
+        raise ProviderError("unavailable", f"{provider}: could not connect: {exc.message}") from exc
+    if isinstance(exc, status_error):
+        status = exc.status_code
+        detail = _body_message(exc.body) or exc.message
+        raise ProviderError(
+            _status_kind(status),
+            f"{provider} returned HTTP {status}: {detail}",
+            retry_after=_retry_after(exc.response.headers),
+        ) from exc
+    raise ProviderError("unavailable", f"{provider}: {exc.message}") from exc
+
+
+async def _anthropic(model: ModelSpec, request: Generation) -> Answer:
+    import anthropic  # noqa: PLC0415
+
+    client: anthropic.AsyncAnthropic = _client(model, _build_anthropic)
+    try:
+        message = await client.messages.create(
+            model=model.model,
+            max_tokens=model.max_output_tokens,
+            system=request.system,
+            messages=[{"role": "user", "content": request.prompt}],
+            output_config={"format": {"type": "json_schema", "schema": request.schema}},
+        )
+    except anthropic.APIError as exc:
+        _raise_sdk(
+            exc,
+            model,
+            anthropic.APITimeoutError,
+            anthropic.APIConnectionError,
+            anthropic.APIStatusError,
+        )
+    usage = message.usage
+    input_tokens = (
+        usage.input_tokens + (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
+    )
+    if message.stop_reason == "refusal":
+        raise ProviderError("refused", f"{model.model} declined to answer", answered=True)
+    text = next((block.text for block in message.content if block.type == "text"), None)
+    if text is None:
+        raise ProviderError(
+            "invalid_output",
+            f"anthropic answered without text (stop_reason {message.stop_reason})",
+            answered=True,
+        )
+    where = "anthropic" if message.stop_reason != "max_tokens" else "anthropic (cut off at max_tokens)"
+    return Answer(_parse(text, where), text, input_tokens, usage.output_tokens)
+
+
+# --- OpenAI-compatible ---------------------------------------------------------------------------------
+
+
+def _build_openai(model: ModelSpec) -> openai.AsyncOpenAI:
+    import openai  # noqa: PLC0415
+
+    return openai.AsyncOpenAI(
+        api_key=model.api_key or _PLACEHOLDER_KEY,
+        base_url=model.base_url,
+        timeout=model.timeout,
+        max_retries=0,
+    )
+
+
+async def _openai(model: ModelSpec, request: Generation) -> Answer:
+    import openai  # noqa: PLC0415
+
+    client: openai.AsyncOpenAI = _client(model, _build_openai)
+    try:
+        completion = await client.chat.completions.create(
+            model=model.model,
+            messages=[
+                {"role": "system", "content": request.system},
+                {"role": "user", "content": request.prompt},
+            ],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": request.schema_name, "schema": request.schema, "strict": True},
+            },
+            max_tokens=model.max_output_tokens,
+        )
+    except openai.APIError as exc:
+        _raise_sdk(exc, model, openai.APITimeoutError, openai.APIConnectionError, openai.APIStatusError)
+    usage = completion.usage
+    input_tokens = usage.prompt_tokens if usage else None
+    output_tokens = usage.completion_tokens if usage else None
+    if not completion.choices:
+        raise ProviderError("invalid_output", "openai answered with no choices", answered=True)
+    choice = completion.choices[0]
+    if choice.message.refusal:
+        raise ProviderError("refused", f"{model.model} declined: {choice.message.refusal}", answered=True)
+    if choice.finish_reason == "content_filter":
+        raise ProviderError(
+            "refused", f"{model.model}: the answer was withheld by a content filter", answered=True
+        )
+    text = choice.message.content or ""
+    where = "openai" if choice.finish_reason != "length" else "openai (cut off at max_tokens)"
+    return Answer(_parse(text, where), text, input_tokens, output_tokens)
+
+
+# --- Google --------------------------------------------------------------------------------------------
+
+
+class _GoogleClient:
+    """A genai client with the HTTP client it sends through.
+
+    We hand genai an ``httpx`` client of our own rather than let it choose: left alone it prefers aiohttp
+    whenever that is installed (a dev dependency here), so timeouts and connection errors would surface as
+    different exception types in tests and in production, and its aiohttp path retries connection errors
+    on its own after sleeping 1 to 10 s.
+    """
+
+    def __init__(self, model: ModelSpec) -> None:
+        import httpx  # noqa: PLC0415
+        from google import genai  # noqa: PLC0415
+        from google.genai import types as genai_types  # noqa: PLC0415
+
+        self.http: httpx.AsyncClient = httpx.AsyncClient(
+            timeout=model.timeout, limits=httpx.Limits(max_connections=None, max_keepalive_connections=100)
+        )
+        self.genai: genai.Client = genai.Client(
+            enterprise=False,
+            api_key=model.api_key,
+            http_options=genai_types.HttpOptions(
+                base_url=model.base_url,
+                timeout=int(model.timeout * 1000),
+                retry_options=genai_types.HttpRetryOptions(attempts=1),
+                httpx_async_client=self.http,
+            ),
+        )
+
+    async def aclose(self) -> None:
+        await self.genai.aio.aclose()
+        await self.http.aclose()
+        self.genai.close()
+
+
+def _google_config(model: ModelSpec, request: Generation) -> genai_types.GenerateContentConfig:
+    from google.genai import types as genai_types  # noqa: PLC0415
+
+    safety = [
+        genai_types.SafetySetting(
+            category=genai_types.HarmCategory(SAFETY_CATEGORIES[category]),
+            threshold=genai_types.HarmBlockThreshold(SAFETY_THRESHOLDS[threshold]),
+        )
+        for category, threshold in (request.safety or {}).items()
+    ]
+    return genai_types.GenerateContentConfig(
+        system_instruction=request.system,
+        response_mime_type="application/json",
+        response_json_schema=request.schema,
+        max_output_tokens=model.max_output_tokens,
+        safety_settings=safety or None,
+        # Neither applies to a schema-constrained answer without tools; keeping them off means one call
+        # is one HTTP request, which the caller's attempt counting relies on.
+        automatic_function_calling=genai_types.AutomaticFunctionCallingConfig(disable=True),
+        automatic_continuation=False,
+    )
+
+
+def _google_retry_delay(exc: genai_errors.APIError) -> float | None:
+    """Retry-After, else the delay in the error's google.rpc.RetryInfo detail ("30s")."""
+    headers = getattr(exc.response, "headers", None)
+    found = _retry_after(headers) if headers is not None else None
+    if found is not None:
+        return found
+    details = exc.details.get("error", exc.details) if isinstance(exc.details, dict) else None
+    for detail in (details or {}).get("details") or []:
+        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                return max(0.0, float(delay[:-1]))
+            except ValueError:
+                continue
+    return None
+
+
+async def _google(model: ModelSpec, request: Generation) -> Answer:
+    import httpx  # noqa: PLC0415
+    from google.genai import errors as genai_errors  # noqa: PLC0415
+
+    client: _GoogleClient = _client(model, _GoogleClient)
+    try:
+        config = _google_config(model, request)
+    except KeyError as exc:
+        raise ProviderError("bad_request", f"unknown safety category or threshold {exc.args[0]!r}") from None
+    try:
+        response = await client.genai.aio.models.generate_content(
+            model=model.model, contents=request.prompt, config=config
+        )
+    except genai_errors.APIError as exc:
+        status = exc.code
+        raise ProviderError(
+            _status_kind(status),
+            f"google returned HTTP {status} ({exc.status}): {exc.message}",
+            retry_after=_google_retry_delay(exc),
+        ) from exc
+    except httpx.TimeoutException as exc:
+        raise ProviderError("timeout", f"google: no answer within {model.timeout:g} s") from exc
+    except httpx.TransportError as exc:
+        raise ProviderError("unavailable", f"google: could not connect: {exc}") from exc
+    usage = response.usage_metadata
+    input_tokens = usage.prompt_token_count if usage else None
+    # Thinking models bill their thoughts as output.
+    output_tokens = None
+    if usage and (usage.candidates_token_count is not None or usage.thoughts_token_count is not None):
+        output_tokens = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
+    feedback = response.prompt_feedback
+    if feedback and feedback.block_reason:
+        # Nothing was generated, and Google does not bill blocked prompts.
+        reason = getattr(feedback.block_reason, "value", feedback.block_reason)
+        raise ProviderError("refused", f"{model.model} blocked the prompt ({reason})")
+    if not response.candidates:
+        raise ProviderError("invalid_output", "google answered with no candidates", answered=True)
+    candidate = response.candidates[0]
+    finish = str(getattr(candidate.finish_reason, "value", candidate.finish_reason or ""))
+    if finish in _GOOGLE_BLOCKED:
+        raise ProviderError("refused", f"{model.model} withheld its answer ({finish})", answered=True)
+    parts = candidate.content.parts if candidate.content and candidate.content.parts else []
+    text = "".join(part.text for part in parts if part.text and not part.thought)
+    where = "google" if finish != "MAX_TOKENS" else "google (cut off at max_output_tokens)"
+    return Answer(_parse(text, where), text, input_tokens, output_tokens)
