@@ -1,4 +1,5 @@
-"""The ``tidings`` command: serve, worker, migrate, workspaces, keys, segments and messages."""
+"""The ``tidings`` command: serve, worker, migrate, workspaces, keys, segments, messages, campaigns,
+AI settings and credits, and the audit log."""
 
 from __future__ import annotations
 
@@ -17,15 +18,21 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tidings.ai import credits as ai_credits
+from tidings.ai import settings as ai_settings
+from tidings.ai.catalogue import catalogue
 from tidings.app import create_app
+from tidings.audit import service as audit_service
 from tidings.campaigns import service as campaign_service
 from tidings.config import Settings, get_settings
 from tidings.db import migrate
-from tidings.errors import TidingsError
+from tidings.errors import NotFound, TidingsError
 from tidings.messaging import files as message_files
 from tidings.messaging import templates
+from tidings.models import Account
 from tidings.runtime import Runtime
 from tidings.segments import service as segments
 from tidings.segments.conditions import parse as parse_conditions
@@ -246,12 +253,15 @@ def keys_create(
     workspace: str,
     kind: Annotated[str, typer.Option(help="track, app, pipelines or webhook_signing")],
     name: Annotated[str, typer.Option(help="A label for the key.")] = "",
+    role: Annotated[
+        str, typer.Option(help="member, or admin (may change admin-only account settings and credits)")
+    ] = "member",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Create a key. The secret is printed once."""
     runtime = _runtime()
     with runtime.db.session() as session:
-        created = workspaces.create_key(session, workspace, kind, name=name, now=_now())
+        created = workspaces.create_key(session, workspace, kind, name=name, now=_now(), role=role)
         site_id = workspaces.get_workspace(session, workspace).site_id
     payload = {**_key_dict(created.info), "secret": created.secret, "site_id": site_id}
     sys.stdout.write(json.dumps(payload) + "\n") if as_json else console.print(payload)
@@ -266,9 +276,10 @@ def keys_list(workspace: str, as_json: Annotated[bool, typer.Option("--json")] =
     if as_json:
         sys.stdout.write(json.dumps(rows) + "\n")
         return
-    table = Table("id", "kind", "name", "hint", "created_at", "revoked_at")
+    columns = ("id", "kind", "name", "role", "hint", "created_at", "revoked_at")
+    table = Table(*columns)
     for row in rows:
-        table.add_row(*(str(row[c]) for c in ("id", "kind", "name", "hint", "created_at", "revoked_at")))
+        table.add_row(*(str(row[c]) for c in columns))
     console.print(table)
 
 
@@ -577,6 +588,291 @@ def campaigns_list(
         counts = ", ".join(f"{k} {v}" for k, v in sorted(row["journeys"].items()))
         table.add_row(
             str(row["id"]), escape(row["name"]), row["type"], row["status"], str(row["version"]), counts
+        )
+    console.print(table)
+
+
+# -- AI settings, credits and the audit log ---------------------------------------------------------------
+
+ai_app = typer.Typer(
+    help="AI settings, business context, the model catalogue and AI credits of the account.",
+    no_args_is_help=True,
+)
+app.add_typer(ai_app, name="ai")
+
+WorkspaceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--workspace",
+        help="Act on this workspace's account (id, site id or name); default: the first account.",
+    ),
+]
+
+
+def _refused(exc: TidingsError) -> typer.Exit:
+    """A service's refusal, printed as ``main`` prints it (exit code 2), but escaped: values a user typed
+    (a prompt, a note) may hold text rich would read as markup."""
+    err.print(f"[red]error:[/red] {escape(exc.message)}")
+    return typer.Exit(2)
+
+
+def _account_id(session: Session, workspace: str | None) -> int:
+    """The account a command acts on: the workspace's, or the first one (a server normally has one)."""
+    if workspace is not None:
+        return workspaces.get_workspace(session, workspace).account_id
+    account_id = session.scalar(select(Account.id).order_by(Account.id).limit(1))
+    if account_id is None:
+        raise NotFound("there is no account yet: create a workspace first (tidings workspace create NAME)")
+    return account_id
+
+
+def _setting_changes(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` items as the changes ``ai_settings.update`` takes: values are JSON where they parse
+    (``false``, ``null``), text otherwise; ``safety.CATEGORY=THRESHOLD`` sets one safety category."""
+    changes: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        head, dot, tail = key.partition(".")
+        # The compliance prompt is text: `compliance_prompt=42` means the words "42", not a number.
+        if head == "compliance_prompt" and not isinstance(value, str):
+            value = raw
+        if not dot:
+            changes[key] = value
+            continue
+        nested = changes.setdefault(head, {})
+        if not isinstance(nested, dict):
+            raise typer.BadParameter(f"{head} is set both whole and by part in {item!r}", param_hint="--set")
+        nested[tail] = value
+    return changes
+
+
+def _settings_rows(view: dict[str, Any]) -> list[tuple[str, Any]]:
+    """One row per setting; each safety category on its own row, as ``--set`` addresses it."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in view.items():
+        if key == "safety":
+            rows.extend((f"safety.{category}", threshold) for category, threshold in value.items())
+        else:
+            rows.append((key, value))
+    return rows
+
+
+@ai_app.command("settings")
+def ai_settings_command(
+    workspace: WorkspaceOption = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="KEY=VALUE (repeatable), e.g. ai_enabled=false, safety.harassment=block_low_and_above "
+            "(null: the provider's default), compliance_prompt='Never promise refunds.'",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show the account's AI settings, or change them with --set (every change is audited as "cli")."""
+    changes = _setting_changes(set_ or [])
+    try:
+        runtime = _runtime()
+        if changes:
+            now = runtime.clock.now_int()
+            with runtime.db.session() as session:
+                account_id = _account_id(session, workspace)
+                view = ai_settings.update(session, account_id, changes, actor=ai_settings.CLI, now=now).view()
+        else:
+            with runtime.db.read_session() as session:
+                view = ai_settings.read(session, _account_id(session, workspace)).view()
+    except TidingsError as exc:
+        raise _refused(exc) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(view) + "\n")
+        return
+    table = Table("setting", "value")
+    for key, value in _settings_rows(view):
+        shown = "(provider default)" if value is None else json.dumps(value, ensure_ascii=False)
+        table.add_row(key, escape(shown))
+    console.print(table)
+
+
+@ai_app.command("context")
+def ai_context_command(
+    workspace: Annotated[str, typer.Argument(help="Workspace id, site id or name.")],
+    company: Annotated[str | None, typer.Option(help="What the company is and does.")] = None,
+    product: Annotated[str | None, typer.Option(help="The product AI generations write about.")] = None,
+    audience: Annotated[str | None, typer.Option(help="Who the messages are for.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show a workspace's business context for AI generations, or change parts of it (audited)."""
+    # An empty value clears that part, so only options left out keep their stored text.
+    changes = {
+        key: value
+        for key, value in {"company": company, "product": product, "audience": audience}.items()
+        if value is not None
+    }
+    try:
+        runtime = _runtime()
+        if changes:
+            now = runtime.clock.now_int()
+            with runtime.db.session() as session:
+                workspace_id = workspaces.get_workspace(session, workspace).id
+                context = ai_settings.update_business_context(
+                    session, workspace_id, changes, actor=ai_settings.CLI, now=now
+                )
+        else:
+            with runtime.db.read_session() as session:
+                context = ai_settings.business_context(
+                    session, workspaces.get_workspace(session, workspace).id
+                )
+    except TidingsError as exc:
+        raise _refused(exc) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(context) + "\n")
+        return
+    table = Table("key", "value")
+    for key, value in context.items():
+        table.add_row(key, escape(value))
+    console.print(table)
+
+
+@ai_app.command("models")
+def ai_models_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the model catalogue: provider, class, credits per call and availability (never the keys).
+
+    The catalogue is TIDINGS_AI_MODELS, or the built-in list; a model is available once its provider has a
+    key (or, for openai, a base URL)."""
+    try:
+        models = catalogue().views()
+    except (ValueError, OSError) as exc:
+        # A broken TIDINGS_AI_MODELS is a configuration mistake to name, not a traceback to show.
+        err.print(f"[red]error:[/red] the model catalogue cannot be read: {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(models) + "\n")
+        return
+    table = Table("id", "provider", "model", "class", "credits", "available", "label")
+    for model in models:
+        table.add_row(
+            escape(model["id"]),
+            model["provider"],
+            escape(model["model"]),
+            model["class"],
+            f"{model['credits']:g}",
+            "yes" if model["available"] else "no",
+            escape(model["label"]),
+        )
+    console.print(table)
+
+
+@ai_app.command("credits")
+def ai_credits_command(
+    workspace: WorkspaceOption = None,
+    add: Annotated[float | None, typer.Option("--add", help="Add this many credits (audited).")] = None,
+    note: Annotated[str, typer.Option(help="Why credits were added, kept in the ledger.")] = "",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show the account's AI credit balance and usage by kind and model; --add grants credits."""
+    if note and add is None:
+        raise typer.BadParameter("--note describes credits added with --add", param_hint="--note")
+    try:
+        runtime = _runtime()
+        if add is not None:
+            now = runtime.clock.now_int()
+            with runtime.db.session() as session:
+                account_id = _account_id(session, workspace)
+                ai_credits.grant(session, account_id, add, actor=ai_settings.CLI, note=note, now=now)
+                found = ai_credits.summary(session, account_id)
+        else:
+            with runtime.db.read_session() as session:
+                found = ai_credits.summary(session, _account_id(session, workspace))
+    except TidingsError as exc:
+        raise _refused(exc) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(found) + "\n")
+        return
+    console.print(f"[bold]Balance[/bold] {found['balance']:g} credits   used {found['used']:g}")
+    for title, bucket in (("kind", found["by_kind"]), ("model", found["by_model"])):
+        if not bucket:
+            continue
+        table = Table(title, "calls", "credits")
+        for name, usage in sorted(bucket.items()):
+            table.add_row(escape(name or "-"), str(usage["calls"]), f"{usage['credits']:g}")
+        console.print(table)
+
+
+def _when(at: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at))
+
+
+@ai_app.command("ledger")
+def ai_ledger_command(
+    workspace: WorkspaceOption = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many entries.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Every movement of the account's AI credits, newest first: grants and what each call spent."""
+    try:
+        runtime = _runtime()
+        with runtime.db.read_session() as session:
+            found = ai_credits.ledger(session, _account_id(session, workspace), limit=limit)
+    except TidingsError as exc:
+        raise _refused(exc) from exc
+    if as_json:
+        # The App API's shape ({entries, next}), so scripts read either the same way.
+        sys.stdout.write(json.dumps(found) + "\n")
+        return
+    table = Table("id", "at (UTC)", "kind", "credits", "balance", "model", "actor", "note")
+    for entry in found["entries"]:
+        table.add_row(
+            str(entry["id"]),
+            _when(entry["at"]),
+            entry["kind"],
+            f"{entry['credits']:+g}",
+            f"{entry['balance']:g}",
+            escape(entry["model"] or ""),
+            escape(entry["actor"] or ""),
+            escape(entry["note"] or ""),
+        )
+    console.print(table)
+
+
+@app.command("audit")
+def audit_command(
+    workspace: WorkspaceOption = None,
+    action: Annotated[
+        str | None, typer.Option(help="Only actions starting with this, e.g. ai_settings or ai_credits.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many entries.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The account's audit log, newest first: who changed what, with old and new values."""
+    try:
+        runtime = _runtime()
+        with runtime.db.read_session() as session:
+            found = audit_service.entries(
+                session, _account_id(session, workspace), limit=limit, action=action
+            )
+    except TidingsError as exc:
+        raise _refused(exc) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(found) + "\n")
+        return
+    table = Table("id", "at (UTC)", "actor", "action", "target", "old", "new")
+    for entry in found["entries"]:
+        table.add_row(
+            str(entry["id"]),
+            _when(entry["at"]),
+            escape(entry["actor"]),
+            escape(entry["action"]),
+            escape(entry["target"]),
+            escape(json.dumps(entry["old"], ensure_ascii=False)),
+            escape(json.dumps(entry["new"], ensure_ascii=False)),
         )
     console.print(table)
 

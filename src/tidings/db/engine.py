@@ -35,7 +35,7 @@ def create_store_engine(url: str, *, writer: bool, pool_size: int = 8, synchrono
             max_overflow=0 if writer else pool_size,
             connect_args={"check_same_thread": False, "timeout": 30},
             json_serializer=_json_dumps,
-            json_deserializer=orjson.loads,
+            json_deserializer=_sqlite_json_loads,
         )
         _configure_sqlite(engine, begin="BEGIN IMMEDIATE" if writer else "BEGIN", synchronous=synchronous)
         return engine
@@ -50,6 +50,14 @@ def create_store_engine(url: str, *, writer: bool, pool_size: int = 8, synchrono
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
     )
+
+
+def _sqlite_json_loads(value: object) -> object:
+    # SQLite gives JSON columns numeric affinity: a document that is a bare number ("100.0") is stored,
+    # and read back, as a number rather than text.
+    if isinstance(value, int | float):
+        return value
+    return orjson.loads(value)  # type: ignore[arg-type]
 
 
 def _json_dumps(value: object) -> str:

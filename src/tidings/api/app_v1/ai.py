@@ -18,6 +18,7 @@ from tidings.api.auth import runtime_of
 from tidings.api.body import read_object
 from tidings.api.surfaces import AppRoute, json_response
 from tidings.audit import service as audit
+from tidings.errors import InvalidInput
 from tidings.workspaces.schemas import WorkspaceContext
 
 router = APIRouter(prefix="/v1", route_class=AppRoute, tags=["App API: AI"])
@@ -25,6 +26,14 @@ router = APIRouter(prefix="/v1", route_class=AppRoute, tags=["App API: AI"])
 
 def _actor(ws: WorkspaceContext) -> ai_settings.Actor:
     return ai_settings.Actor(ws.actor, admin=ws.role == "admin")
+
+
+def _changes(body: dict[str, Any], key: str) -> dict[str, Any]:
+    """The changes of a PUT: the body, or its one ``key`` member (Customer.io's wrapped style)."""
+    changes = body[key] if set(body) == {key} else body
+    if not isinstance(changes, dict):
+        raise InvalidInput(f"{key} must be an object", field=key)
+    return changes
 
 
 def _body(description: str) -> dict[str, Any]:
@@ -48,7 +57,7 @@ async def get_settings(request: Request, ws: Workspace) -> Response:
 async def put_settings(request: Request, ws: Workspace) -> Response:
     runtime = runtime_of(request)
     body = await read_object(request, MAX_BODY)
-    changes = body["ai_settings"] if set(body) == {"ai_settings"} else body
+    changes = _changes(body, "ai_settings")
     now = runtime.clock.now_int()
     updated = await runtime.db.write(
         lambda s: ai_settings.update(s, ws.account_id, changes, actor=_actor(ws), now=now)
@@ -70,7 +79,7 @@ async def get_business_context(request: Request, ws: Workspace) -> Response:
 async def put_business_context(request: Request, ws: Workspace) -> Response:
     runtime = runtime_of(request)
     body = await read_object(request, MAX_BODY)
-    changes = body["business_context"] if set(body) == {"business_context"} else body
+    changes = _changes(body, "business_context")
     now = runtime.clock.now_int()
     updated = await runtime.db.write(
         lambda s: ai_settings.update_business_context(s, ws.workspace_id, changes, actor=_actor(ws), now=now)
@@ -114,7 +123,9 @@ async def get_ledger(
 async def add_credits(request: Request, ws: Workspace) -> Response:
     runtime = runtime_of(request)
     body = await read_object(request, MAX_BODY)
-    note = body.get("note") if isinstance(body.get("note"), str) else ""
+    note = body.get("note", "")
+    if not isinstance(note, str) or len(note) > 1000:
+        raise InvalidInput("note must be text of at most 1000 characters", field="note")
     now = runtime.clock.now_int()
     await runtime.db.write(
         lambda s: credits.grant(s, ws.account_id, body.get("credits"), actor=_actor(ws), note=note, now=now)  # type: ignore[arg-type]
