@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.ai.conftest import Json
-from tests.ai.standins import Fail, RawText, Recorded, Reply, StandIn
+from tests.ai.standins import Fail, Hang, RawText, Recorded, Reply, StandIn
 from tests.campaigns.conftest import create, email_block, journeys
 from tests.harness import Api
 from tests.mail import eventually, mail_to, ok
@@ -445,3 +445,28 @@ def test_bad_llm_blocks_are_refused_naming_the_problem(api: Api) -> None:
     assert "journey" in refused(
         {**base, "conditions": {"journey": {"field": "x", "operator": "older_than", "days": 3}}}
     )
+
+
+def test_a_slow_model_holds_up_no_other_journey(
+    api: Api, llm: StandIn, sink: SmtpSink, email: Callable[[str], str]
+) -> None:
+    llm.answer = _sentiment
+    llm.script(Hang(2.5))
+    _review_campaign(api, trigger="review-slow")
+    create(
+        api,
+        {
+            "name": "Quick",
+            "trigger": {"type": "event", "event": "ping"},
+            "steps": [email_block("pong", "Pong")],
+        },
+    )
+    slow = _person(api, email("slow"), first_name="Ka")
+    quick = _person(api, email("quick"))
+    _event(api, slow, "review-slow", text="I love it")
+    eventually(lambda: llm.in_flight == 1, what="the model call in flight")
+    _event(api, quick, "ping")
+    assert _subject(mail_to(sink, email("quick"))[0]) == "Pong"
+    # The other journey's mail went out while the model call was still waiting for its answer.
+    assert llm.in_flight == 1
+    assert _subject(mail_to(sink, email("slow"))[0]) == "Thank you!"

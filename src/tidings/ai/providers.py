@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import importlib
 import json
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -195,11 +197,27 @@ async def aclose_clients() -> None:
 # --- The call ------------------------------------------------------------------------------------------
 
 
+_SDK_MODULES = {
+    "anthropic": ("anthropic",),
+    "openai": ("openai",),
+    "google": ("google.genai", "google.genai.types", "google.genai.errors"),
+}
+
+
+async def _load_sdk(provider: str) -> None:
+    """Import a provider's SDK off the event loop the first time (a second or two each): the loop
+    meanwhile serves requests and other calls."""
+    missing = [name for name in _SDK_MODULES[provider] if name not in sys.modules]
+    if missing:
+        await asyncio.to_thread(lambda: [importlib.import_module(name) for name in missing])
+
+
 async def generate(model: ModelSpec, request: Generation) -> Answer:
     """Ask ``model`` for a JSON object following ``request.schema``. Raises ``ProviderError``."""
     if not model.available:
         needs = "a base URL" if model.provider == "openai" else "an API key"
         raise ProviderError("not_configured", f"model {model.id}: provider {model.provider} has no {needs}")
+    await _load_sdk(model.provider)
     async with concurrency_limit(model.provider):
         if model.provider == "anthropic":
             return await _anthropic(model, request)
