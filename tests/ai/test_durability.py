@@ -9,17 +9,13 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.ai.conftest import KEY, Json
 from tests.ai.standins import Hang, StandIn
 from tests.campaigns.conftest import journeys
-from tests.conftest import BACKENDS, _require_postgres
-from tests.harness import TIDINGS, Api, Server, launch_server, postgres_database, stop_server
+from tests.harness import TIDINGS, Api, Server, launch_server, stop_server
 from tests.mail import eventually, ok
 
 MODELS = [
@@ -35,16 +31,6 @@ BLOCK: Json = {
         {"name": "tier", "type": "single_select", "options": ["gold", "plain"], "fallback": "plain"},
     ],
 }
-
-
-@pytest.fixture(params=BACKENDS)
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'tidings.db'}"
-        return
-    _require_postgres()
-    with postgres_database() as url:
-        yield url
 
 
 def _environment(llm: StandIn) -> dict[str, str]:
@@ -97,10 +83,10 @@ def _balance(api: Api) -> float:
     return float(ok(api.app.get("/v1/ai/credits"))["credits"]["balance"])
 
 
-def test_an_empty_balance_fails_the_action_until_credits_are_added(database: str, tmp_path: Path) -> None:
+def test_an_empty_balance_fails_the_action_until_credits_are_added(database_url: str, tmp_path: Path) -> None:
     with StandIn(api_key=KEY) as llm:
         llm.answer = lambda request: {"tag": "vip", "tier": "gold"}
-        server = launch_server(database, "credits", tmp_path, (), _environment(llm))
+        server = launch_server(database_url, "credits", tmp_path, (), _environment(llm))
         api = Api(server, server.new_workspace())
         try:
             assert _balance(api) == 3
@@ -145,9 +131,9 @@ def _worker(server: Server, llm: StandIn, log: Path, offset: int) -> subprocess.
         )
 
 
-def test_a_worker_killed_mid_call_costs_one_attempt_not_the_action(database: str, tmp_path: Path) -> None:
+def test_a_worker_killed_mid_call_costs_one_attempt_not_the_action(database_url: str, tmp_path: Path) -> None:
     with StandIn(api_key=KEY) as llm:
-        server = launch_server(database, "crash", tmp_path, ("--no-worker",), _environment(llm))
+        server = launch_server(database_url, "crash", tmp_path, ("--no-worker",), _environment(llm))
         api = Api(server, server.new_workspace())
         first = second = None
         try:
