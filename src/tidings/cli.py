@@ -256,12 +256,18 @@ def keys_create(
     role: Annotated[
         str, typer.Option(help="member, or admin (may change admin-only account settings and credits)")
     ] = "member",
+    permissions: Annotated[
+        str, typer.Option(help="comma-separated: read, read_pii, write, write_live (default: all)")
+    ] = "read,read_pii,write,write_live",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Create a key. The secret is printed once."""
     runtime = _runtime()
+    granted = [p.strip() for p in permissions.split(",") if p.strip()]
     with runtime.db.session() as session:
-        created = workspaces.create_key(session, workspace, kind, name=name, now=_now(), role=role)
+        created = workspaces.create_key(
+            session, workspace, kind, name=name, now=_now(), role=role, permissions=granted
+        )
         site_id = workspaces.get_workspace(session, workspace).site_id
     payload = {**_key_dict(created.info), "secret": created.secret, "site_id": site_id}
     sys.stdout.write(json.dumps(payload) + "\n") if as_json else console.print(payload)
@@ -276,7 +282,7 @@ def keys_list(workspace: str, as_json: Annotated[bool, typer.Option("--json")] =
     if as_json:
         sys.stdout.write(json.dumps(rows) + "\n")
         return
-    columns = ("id", "kind", "name", "role", "hint", "created_at", "revoked_at")
+    columns = ("id", "kind", "name", "role", "permissions", "hint", "created_at", "revoked_at")
     table = Table(*columns)
     for row in rows:
         table.add_row(*(str(row[c]) for c in columns))

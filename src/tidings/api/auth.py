@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
-from tidings.errors import RateLimited, Unauthorized
+from tidings.errors import Forbidden, RateLimited, Unauthorized
 from tidings.runtime import Runtime
 from tidings.workspaces import service as workspaces
 from tidings.workspaces.schemas import WorkspaceContext
@@ -123,11 +123,21 @@ async def optional_track_workspace(request: Request) -> WorkspaceContext | None:
     return await track_workspace(request)
 
 
+# POSTs that only read (searches, renderings): a key with the read permission alone may make them.
+READ_POSTS = frozenset({"/v1/customers", "/v1/customers/attributes", "/v1/ai/llm/processed_prompt"})
+
+
 async def app_workspace(request: Request) -> WorkspaceContext:
-    """App API: ``Authorization: Bearer <App API key>``."""
+    """App API: ``Authorization: Bearer <App API key>``; reads need the key's read permission, changes
+    its write permission (read_pii and write_live are judged by the agent tools, which know what a call
+    means)."""
     token = bearer_token(request.headers.get("authorization"))
     gatekeeper = gatekeeper_of(request)
     ctx = await gatekeeper.verify(runtime_of(request), "app", token, None)
+    reading = request.method in ("GET", "HEAD") or request.url.path in READ_POSTS
+    needed = "read" if reading else "write"
+    if needed not in ctx.permissions:
+        raise Forbidden(f"this API key does not have the {needed} permission")
     gatekeeper.throttle(ctx, "app")
     return ctx
 

@@ -10,6 +10,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from tidings.models.base import Base, BigId, JsonDoc
 
 
+PERMISSIONS = ("read", "read_pii", "write", "write_live")
+
+
 class Account(Base):
     __tablename__ = "accounts"
 
@@ -61,5 +64,13 @@ class Credential(Base):
     hint: Mapped[str] = mapped_column(Text())
     # admin (may change admin-only account settings, e.g. allow_agent_edit_live_data) or member.
     role: Mapped[str] = mapped_column(Text(), default="member", server_default="admin")
+    # What the key may do (App API keys): read, read_pii (personal data), write, write_live (change what
+    # is live: active campaigns, segments they use, people, sends). Keys made before permissions existed
+    # have all four.
+    permissions: Mapped[list[str]] = mapped_column(
+        JsonDoc,
+        default=lambda: list(PERMISSIONS),
+        server_default=text("""'["read", "read_pii", "write", "write_live"]'"""),
+    )
     created_at: Mapped[int]
     revoked_at: Mapped[int | None] = mapped_column(default=None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tidings.models.workspace import PERMISSIONS
 from tidings.workspaces.limits import WorkspaceSettings
 
 KEY_KINDS = ("track", "app", "pipelines", "webhook_signing")
@@ -22,6 +23,7 @@ class WorkspaceContext:
     credential_id: int
     account_id: int = 0
     role: str = "member"
+    permissions: frozenset[str] = frozenset(PERMISSIONS)
 
     @property
     def actor(self) -> str:
@@ -48,6 +50,7 @@ class KeyInfo:
     name: str
     hint: str
     role: str
+    permissions: list[str]
     created_at: int
     revoked_at: int | None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -13,6 +14,7 @@ from tidings.errors import InvalidInput, NotFound, Unauthorized
 from tidings.ids import hash_secret, new_secret, new_site_id
 from tidings.models import Account, Credential, Person, Workspace
 from tidings.models.object import Object, ObjectType
+from tidings.models.workspace import PERMISSIONS
 from tidings.workspaces.limits import WorkspaceSettings
 from tidings.workspaces.schemas import KEY_KINDS, ROLES, KeyInfo, NewKey, NewWorkspace, WorkspaceContext
 
@@ -117,12 +119,22 @@ def update_settings(session: Session, workspace: Workspace, changes: dict[str, A
 
 
 def _add_key(
-    session: Session, workspace_id: int, kind: str, *, name: str, now: int, role: str = "member"
+    session: Session,
+    workspace_id: int,
+    kind: str,
+    *,
+    name: str,
+    now: int,
+    role: str = "member",
+    permissions: Sequence[str] = PERMISSIONS,
 ) -> NewKey:
     if kind not in KEY_KINDS:
         raise InvalidInput(f"key kind must be one of {', '.join(KEY_KINDS)}")
     if role not in ROLES:
         raise InvalidInput(f"key role must be one of {', '.join(ROLES)}")
+    unknown = sorted(set(permissions) - set(PERMISSIONS))
+    if unknown:
+        raise InvalidInput(f"unknown permission {unknown[0]!r}; expected {', '.join(PERMISSIONS)}")
     secret = new_secret(_PREFIXES[kind])
     credential = Credential(
         workspace_id=workspace_id,
@@ -132,6 +144,7 @@ def _add_key(
         secret_plain=secret if kind == "webhook_signing" else None,
         hint=secret[: len(_PREFIXES[kind]) + 4],
         role=role,
+        permissions=[p for p in PERMISSIONS if p in permissions],
         created_at=now,
     )
     session.add(credential)
@@ -140,10 +153,17 @@ def _add_key(
 
 
 def create_key(
-    session: Session, workspace_ref: str, kind: str, *, name: str, now: int, role: str = "member"
+    session: Session,
+    workspace_ref: str,
+    kind: str,
+    *,
+    name: str,
+    now: int,
+    role: str = "member",
+    permissions: Sequence[str] = PERMISSIONS,
 ) -> NewKey:
     workspace = get_workspace(session, workspace_ref)
-    return _add_key(session, workspace.id, kind, name=name, now=now, role=role)
+    return _add_key(session, workspace.id, kind, name=name, now=now, role=role, permissions=permissions)
 
 
 def list_keys(session: Session, workspace_ref: str) -> list[KeyInfo]:
@@ -167,7 +187,15 @@ def revoke_key(session: Session, key_id: int, *, now: int) -> KeyInfo:
 def rotate_key(session: Session, key_id: int, *, now: int) -> NewKey:
     """Issue a new key of the same kind and revoke the old one."""
     old = revoke_key(session, key_id, now=now)
-    return _add_key(session, old.workspace_id, old.kind, name=old.name, now=now, role=old.role)
+    return _add_key(
+        session,
+        old.workspace_id,
+        old.kind,
+        name=old.name,
+        now=now,
+        role=old.role,
+        permissions=old.permissions,
+    )
 
 
 def webhook_signing_key(session: Session, workspace_id: int) -> str | None:
@@ -191,6 +219,7 @@ def _key_info(credential: Credential) -> KeyInfo:
         name=credential.name,
         hint=credential.hint,
         role=credential.role,
+        permissions=list(credential.permissions or []),
         created_at=credential.created_at,
         revoked_at=credential.revoked_at,
     )
@@ -221,5 +250,6 @@ def authenticate(session: Session, kind: str, secret: str, *, site_id: str | Non
                 credential_id=credential.id,
                 account_id=workspace.account_id,
                 role=credential.role,
+                permissions=frozenset(credential.permissions or ()),
             )
     raise Unauthorized("invalid credentials")
