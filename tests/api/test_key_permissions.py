@@ -76,3 +76,28 @@ def test_workspace_keys_have_every_permission_and_rotation_keeps_them(api: Api) 
     )  # fmt: skip
     assert bad.returncode != 0
     assert "unknown permission 'delete'" in bad.stdout + bad.stderr
+
+
+def test_a_dry_run_shows_the_change_and_makes_none(api: Api) -> None:
+    with _key(api, "read") as reader:
+        rehearsed = reader.post(
+            "/v1/segments", json={"segment": {"name": "Maybe"}}, params={"dry_run": "true"}
+        )
+        assert rehearsed.status_code == 200, rehearsed.text
+        assert rehearsed.headers["X-Tidings-Dry-Run"] == "true"
+        assert rehearsed.json()["segment"]["name"] == "Maybe"
+        # Invalid input is refused as it would be for real.
+        invalid = reader.post("/v1/segments", json={"segment": {}}, headers={"X-Tidings-Dry-Run": "true"})
+        assert invalid.status_code == 400
+    assert api.app.get("/v1/segments").json()["segments"] == []
+    made = api.app.post("/v1/segments", json={"segment": {"name": "Real"}})
+    assert "X-Tidings-Dry-Run" not in made.headers
+    segment_id = made.json()["segment"]["id"]
+    deleted = api.app.delete(f"/v1/segments/{segment_id}", headers={"X-Tidings-Dry-Run": "true"})
+    assert deleted.status_code in (200, 204)
+    assert api.app.get(f"/v1/segments/{segment_id}").status_code == 200
+    person = api.track.put(
+        "/api/v1/customers/dry-1", json={"email": "dry@example.com"}, params={"dry_run": "1"}
+    )
+    assert person.status_code == 200
+    assert api.app.get("/v1/customers/dry-1/attributes").status_code == 404

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from tidings.db.database import DRY_RUN
 from tidings.errors import Forbidden, RateLimited, Unauthorized
 from tidings.runtime import Runtime
 from tidings.workspaces import service as workspaces
@@ -102,6 +103,22 @@ class Gatekeeper:
         bucket.tokens -= 1
 
 
+def dry_run_requested(request: Request) -> bool:
+    """Whether a write asks to be rehearsed only (``X-Tidings-Dry-Run: true`` or ``?dry_run=true``)."""
+    if request.method in ("GET", "HEAD"):
+        return False
+    flag = request.headers.get("x-tidings-dry-run") or request.query_params.get("dry_run") or ""
+    return flag.lower() in ("1", "true", "yes")
+
+
+def _start_dry_run(request: Request) -> bool:
+    """Mark the request's writes as rehearsals (tidings.db.database.DRY_RUN); the route echoes it."""
+    if dry_run_requested(request):
+        DRY_RUN.set(True)
+        return True
+    return False
+
+
 def gatekeeper_of(request: Request) -> Gatekeeper:
     gatekeeper: Gatekeeper = request.app.state.gatekeeper
     return gatekeeper
@@ -113,6 +130,7 @@ async def track_workspace(request: Request) -> WorkspaceContext:
     gatekeeper = gatekeeper_of(request)
     ctx = await gatekeeper.verify(runtime_of(request), "track", key, site_id)
     gatekeeper.throttle(ctx, "track")
+    _start_dry_run(request)
     return ctx
 
 
@@ -134,7 +152,9 @@ async def app_workspace(request: Request) -> WorkspaceContext:
     token = bearer_token(request.headers.get("authorization"))
     gatekeeper = gatekeeper_of(request)
     ctx = await gatekeeper.verify(runtime_of(request), "app", token, None)
-    reading = request.method in ("GET", "HEAD") or request.url.path in READ_POSTS
+    # A dry run changes nothing, so reading is all it needs.
+    rehearsal = _start_dry_run(request)
+    reading = request.method in ("GET", "HEAD") or request.url.path in READ_POSTS or rehearsal
     needed = "read" if reading else "write"
     if needed not in ctx.permissions:
         raise Forbidden(f"this API key does not have the {needed} permission")
@@ -148,4 +168,5 @@ async def pipelines_workspace(request: Request) -> WorkspaceContext:
     gatekeeper = gatekeeper_of(request)
     ctx = await gatekeeper.verify(runtime_of(request), "pipelines", key, None)
     gatekeeper.throttle(ctx, "pipelines")
+    _start_dry_run(request)
     return ctx

@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tidings.db.database import DRY_RUN
 from tidings.errors import InvalidInput, RateLimited, TidingsError
 
 JSON_TYPE = "application/json; charset=utf-8"
@@ -75,7 +76,11 @@ def surface_route(renderer: Renderer) -> type[APIRoute]:
 
             async def guarded(request: Request) -> Response:
                 try:
-                    return await handler(request)
+                    response = await handler(request)
+                    if DRY_RUN.get():
+                        # Said on the answer, so nobody mistakes a rehearsal for a change.
+                        response.headers["X-Tidings-Dry-Run"] = "true"
+                    return response
                 except TidingsError as exc:
                     return render_error(exc, renderer)
                 except RequestValidationError as exc:

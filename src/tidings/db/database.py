@@ -19,6 +19,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -46,6 +47,10 @@ class _Unit:
     result: Any = None
     error: BaseException | None = None
     done: bool = field(default=False)
+
+
+# Set for a request that asked for a dry run: its writes are rehearsed and rolled back.
+DRY_RUN: ContextVar[bool] = ContextVar("tidings_dry_run", default=False)
 
 
 class Database:
@@ -93,7 +98,12 @@ class Database:
         return await anyio.to_thread.run_sync(work)
 
     async def write(self, fn: Callable[[Session], T]) -> T:
-        """Run ``fn`` in a transaction shared with other concurrent writes; return once committed."""
+        """Run ``fn`` in a transaction shared with other concurrent writes; return once committed.
+
+        In a dry run (:data:`DRY_RUN` set for the request) ``fn`` runs in a transaction of its own that is
+        rolled back: the caller sees exactly what the write would return, and nothing changes."""
+        if DRY_RUN.get():
+            return await anyio.to_thread.run_sync(self._rehearse, fn)
         if not self._threads:
             self.start()
         loop = asyncio.get_running_loop()
@@ -101,6 +111,17 @@ class Database:
         self._queue.put(unit)
         result: T = await unit.future
         return result
+
+    def _rehearse(self, fn: Callable[[Session], T]) -> T:
+        with self._write_sessions() as session:
+            session.begin()
+            try:
+                result = fn(session)
+                session.flush()
+                return result
+            finally:
+                # Nothing is committed, so no commit hook runs either (no wake-ups, no signals).
+                session.rollback()
 
     def start(self) -> None:
         for index in range(self._writer_count):
