@@ -9,7 +9,16 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
 from tidings import __version__
-from tidings.api import app_v1, clock_control, pipelines, track_v1, track_v2, tracking, unsubscribe
+from tidings.api import (
+    app_v1,
+    clock_control,
+    mcp_endpoint,
+    pipelines,
+    track_v1,
+    track_v2,
+    tracking,
+    unsubscribe,
+)
 from tidings.api.auth import Gatekeeper
 from tidings.api.paths import EncodedSlashMiddleware
 from tidings.api.surfaces import json_response
@@ -22,9 +31,11 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     runtime = runtime or Runtime.from_settings(get_settings())
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.db.start()
-        yield
+        # The MCP endpoint's session manager must run for as long as the app serves.
+        async with app.state.mcp_sessions.run():
+            yield
         runtime.db.close()
 
     app = FastAPI(
@@ -49,6 +60,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     async def healthz() -> object:
         return json_response({"status": "ok"})
 
+    mcp_endpoint.mount(app)
     if runtime.settings.clock_control:
         app.include_router(clock_control.router)
     app.add_middleware(EncodedSlashMiddleware)

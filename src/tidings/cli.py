@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 import typer
 import uvicorn
 import yaml
@@ -21,6 +22,8 @@ from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tidings.agents import mcp_server
+from tidings.agents.client import Connection
 from tidings.ai import credits as ai_credits
 from tidings.ai import settings as ai_settings
 from tidings.ai.catalogue import catalogue
@@ -178,6 +181,24 @@ def migrate_command() -> None:
     settings = get_settings()
     migrate.upgrade(settings.database_url)
     console.print("database is up to date")
+
+
+@app.command(name="mcp")
+def mcp_command() -> None:
+    """Serve the agent tools over MCP on stdio (for Claude Desktop, Cursor and other MCP clients).
+
+    Configured by the environment: TIDINGS_MCP_APP_KEY (required), TIDINGS_MCP_URL (default
+    http://127.0.0.1:8080), TIDINGS_MCP_SITE_ID and TIDINGS_MCP_TRACK_KEY (for tools that change people
+    and events), TIDINGS_MCP_BACKEND (tidings, customerio-us or customerio-eu)."""
+    try:
+        connection = Connection.from_environment()
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    if not connection.app_key:
+        err.print("[red]error:[/red] set TIDINGS_MCP_APP_KEY to an App API key")
+        raise typer.Exit(2)
+    anyio.run(mcp_server.run_stdio, connection)
 
 
 @workspace_app.command("create")

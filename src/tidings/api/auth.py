@@ -141,8 +141,11 @@ async def optional_track_workspace(request: Request) -> WorkspaceContext | None:
     return await track_workspace(request)
 
 
-# POSTs that only read (searches, renderings): a key with the read permission alone may make them.
-READ_POSTS = frozenset({"/v1/customers", "/v1/customers/attributes", "/v1/ai/llm/processed_prompt"})
+# POSTs that only read (searches, renderings) or record what the key itself did (agents' audit entries):
+# a key with the read permission alone may make them.
+READ_POSTS = frozenset(
+    {"/v1/customers", "/v1/customers/attributes", "/v1/ai/llm/processed_prompt", "/v1/audit_log"}
+)
 
 
 async def app_workspace(request: Request) -> WorkspaceContext:

@@ -9,7 +9,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from tidings.models.base import Base, BigId, JsonDoc
 
-
 PERMISSIONS = ("read", "read_pii", "write", "write_live")
 
 

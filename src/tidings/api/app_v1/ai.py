@@ -199,6 +199,50 @@ async def audit_log(
     return json_response(found)
 
 
+@router.post(
+    "/audit_log",
+    summary="Record an agent's tool call in the audit log (actions agent.*; any key may)",
+    openapi_extra=_body('{"action": "agent.<surface>.tool_call", "target": tool name, "new": {details}}'),
+)
+async def record_audit(request: Request, ws: Workspace) -> Response:
+    runtime = runtime_of(request)
+    body = await read_object(request, MAX_BODY)
+    action, target = body.get("action"), body.get("target", "")
+    # Agents record their own calls; nobody records settings changes (those are written by the change).
+    if not isinstance(action, str) or not action.startswith("agent.") or len(action) > 100:
+        raise InvalidInput('action must start with "agent."', field="action")
+    if not isinstance(target, str) or len(target) > 200:
+        raise InvalidInput("target must be text", field="target")
+    now = runtime.clock.now_int()
+    await runtime.db.write(
+        lambda s: audit.record(
+            s,
+            ws.account_id,
+            workspace_id=ws.workspace_id,
+            actor=ws.actor,
+            action=action,
+            target=target,
+            new=body.get("new"),
+            now=now,
+        )
+    )
+    return json_response({})
+
+
+@router.get("/api_key", summary="The calling key: its role and permissions (Tidings)")
+async def current_key(ws: Workspace) -> Response:
+    return json_response(
+        {
+            "api_key": {
+                "id": ws.credential_id,
+                "workspace_id": ws.workspace_id,
+                "role": ws.role,
+                "permissions": sorted(ws.permissions),
+            }
+        }
+    )
+
+
 @router.get("/data_index", summary="Described customer attributes of this workspace")
 async def get_data_index(request: Request, ws: Workspace) -> Response:
     found = await runtime_of(request).db.read(lambda s: data_index.attributes(s, ws.workspace_id))
