@@ -10,8 +10,11 @@ Tests and the benchmark point ``tidings.ai.providers`` at it instead of the real
 
 Every request is recorded (provider, path, headers, parsed body). What the "model" answers is, in order:
 the next scripted step (``llm.script``), else ``llm.answer(request)`` when set, else an object that
-satisfies the JSON schema the request asked for. ``llm.delay`` is added before every answer.
-``llm.peak_in_flight`` and ``llm.peak_for(provider)`` tell how many requests were being served at once.
+satisfies the JSON schema the request asked for — or, for a tool-calling request (tools offered, no
+schema), the final answer ``Say("ok")``. ``CallTools`` makes the model call tools, in each provider's
+wire format; ``Recorded.tools`` and ``Recorded.tool_results`` tell what a request offered and fed back.
+``llm.delay`` is added before every answer. ``llm.peak_in_flight`` and ``llm.peak_for(provider)`` tell
+how many requests were being served at once.
 
 The server is Starlette on uvicorn, on its own event loop in a background thread, so a thousand slow
 requests at once cost a thousand coroutines, not a thousand threads.
@@ -20,6 +23,7 @@ requests at once cost a thousand coroutines, not a thousand threads.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import math
@@ -84,7 +88,29 @@ class Refuse:
     prompt: bool = False
 
 
-Step = Reply | RawText | Fail | Hang | Refuse
+@dataclass(frozen=True)
+class Say:
+    """The model answers in plain text and stops (no tool calls): Anthropic ``end_turn``, OpenAI
+    ``finish_reason: "stop"``, Gemini ``STOP``."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class CallTools:
+    """The model calls these tools, (name, arguments) each, optionally saying ``text`` first: Anthropic
+    ``tool_use`` blocks with ``stop_reason: "tool_use"``, OpenAI ``message.tool_calls`` with
+    ``finish_reason: "tool_calls"``, Gemini ``functionCall`` parts (the first carrying a
+    ``thoughtSignature``, as Gemini 3 does, which a client must send back)."""
+
+    calls: list[tuple[str, dict[str, Any]]]
+    text: str | None = None
+
+
+Step = Reply | RawText | Fail | Hang | Refuse | Say | CallTools
+
+# The thought signature the stand-in's Gemini attaches to its first function call (base64 on the wire).
+GOOGLE_SIGNATURE = base64.b64encode(b"stand-in thought signature").decode("ascii")
 
 
 # --- Recorded requests ---------------------------------------------------------------------------------
@@ -99,6 +125,13 @@ def _text_of(content: Any) -> str:
             str(block.get("text", "")) for block in content if isinstance(block, dict) and "text" in block
         )
     return ""
+
+
+def _response_text(response: Any) -> str:
+    """A Gemini function response as text: its ``output`` or ``error`` when it has just that, else all."""
+    if isinstance(response, dict) and len(response) == 1 and ("output" in response or "error" in response):
+        response = next(iter(response.values()))
+    return response if isinstance(response, str) else json.dumps(response)
 
 
 @dataclass(frozen=True)
@@ -147,15 +180,14 @@ class Recorded:
 
     @property
     def prompt_text(self) -> str:
+        """The user turns' text, one per line (turns holding only tool results have none and are left out)."""
         body = self.body
         if self.provider == "google":
             contents = body.get("contents", [])
-            return "\n".join(
-                _text_of(c.get("parts", [])) for c in contents if c.get("role", "user") == "user"
-            )
-        return "\n".join(
-            _text_of(m.get("content")) for m in body.get("messages", []) if m.get("role") == "user"
-        )
+            texts = [_text_of(c.get("parts", [])) for c in contents if c.get("role", "user") == "user"]
+        else:
+            texts = [_text_of(m.get("content")) for m in body.get("messages", []) if m.get("role") == "user"]
+        return "\n".join(text for text in texts if text)
 
     @property
     def schema(self) -> dict[str, Any] | None:
@@ -170,6 +202,47 @@ class Recorded:
             config = body.get("generationConfig") or {}
             found = config.get("responseJsonSchema") or config.get("responseSchema")
         return found if isinstance(found, dict) else None
+
+    @property
+    def tools(self) -> list[str]:
+        """The names of the tools the request offered the model, from wherever this provider puts them."""
+        names: list[str] = []
+        for tool in self.body.get("tools") or []:
+            if not isinstance(tool, dict):
+                continue
+            if self.provider == "anthropic":
+                names.append(str(tool.get("name")))
+            elif self.provider == "openai":
+                names.append(str((tool.get("function") or {}).get("name")))
+            else:
+                declarations = tool.get("functionDeclarations") or tool.get("function_declarations") or []
+                names.extend(str(d.get("name")) for d in declarations if isinstance(d, dict))
+        return names
+
+    @property
+    def tool_results(self) -> list[tuple[str, str]]:
+        """The tool results the request's conversation fed back to the model, as (key, content text):
+        the key is Anthropic's ``tool_use_id``, OpenAI's ``tool_call_id`` or Gemini's function name; a
+        Gemini ``functionResponse``'s content is its ``output`` (or ``error``) as JSON text (a string
+        as is)."""
+        found: list[tuple[str, str]] = []
+        if self.provider == "anthropic":
+            for message in self.body.get("messages") or []:
+                content = message.get("content") if isinstance(message, dict) else None
+                for block in content if isinstance(content, list) else []:
+                    if isinstance(block, dict) and block.get("type") == "tool_result":
+                        found.append((str(block.get("tool_use_id")), _text_of(block.get("content"))))
+        elif self.provider == "openai":
+            for message in self.body.get("messages") or []:
+                if isinstance(message, dict) and message.get("role") == "tool":
+                    found.append((str(message.get("tool_call_id")), _text_of(message.get("content"))))
+        else:
+            for content in self.body.get("contents") or []:
+                for part in (content.get("parts") or []) if isinstance(content, dict) else []:
+                    response = part.get("functionResponse") if isinstance(part, dict) else None
+                    if isinstance(response, dict):
+                        found.append((str(response.get("name")), _response_text(response.get("response"))))
+        return found
 
     @property
     def max_output_tokens(self) -> int | None:
@@ -361,6 +434,81 @@ def answer_response(request: Recorded, text: str | None, refusal: Refuse | None 
             {"content": {"role": "model", "parts": [{"text": output}]}, "finishReason": "STOP", "index": 0}
         ]
     return JSONResponse(body)
+
+
+def tool_calls_response(request: Recorded, step: CallTools) -> Response:
+    """``step``'s tool calls in ``request.provider``'s success format."""
+    spoken = step.text or ""
+    input_tokens, output_tokens = _usage_counts(request, spoken + json.dumps(step.calls))
+    if request.provider == "anthropic":
+        content: list[dict[str, Any]] = [{"type": "text", "text": spoken}] if spoken else []
+        content += [
+            {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": name, "input": arguments}
+            for name, arguments in step.calls
+        ]
+        return JSONResponse(
+            {
+                "id": f"msg_{uuid.uuid4().hex[:24]}",
+                "type": "message",
+                "role": "assistant",
+                "model": request.model,
+                "content": content,
+                "stop_reason": "tool_use",
+                "stop_sequence": None,
+                "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+            }
+        )
+    if request.provider == "openai":
+        message = {
+            "role": "assistant",
+            "content": step.text,
+            "refusal": None,
+            "tool_calls": [
+                {
+                    "id": f"call_{uuid.uuid4().hex[:24]}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(arguments)},
+                }
+                for name, arguments in step.calls
+            ],
+        }
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": request.model,
+                "choices": [
+                    {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+                ],
+                "usage": {
+                    "prompt_tokens": input_tokens,
+                    "completion_tokens": output_tokens,
+                    "total_tokens": input_tokens + output_tokens,
+                },
+            }
+        )
+    parts: list[dict[str, Any]] = [{"text": spoken}] if spoken else []
+    for index, (name, arguments) in enumerate(step.calls):
+        part: dict[str, Any] = {"functionCall": {"name": name, "args": arguments}}
+        # Gemini 3 signs the first function call of a turn (parallel calls after it carry none).
+        if index == 0:
+            part["thoughtSignature"] = GOOGLE_SIGNATURE
+        parts.append(part)
+    return JSONResponse(
+        {
+            "candidates": [
+                {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
+            ],
+            "usageMetadata": {
+                "promptTokenCount": input_tokens,
+                "candidatesTokenCount": output_tokens,
+                "totalTokenCount": input_tokens + output_tokens,
+            },
+            "modelVersion": request.model,
+            "responseId": uuid.uuid4().hex,
+        }
+    )
 
 
 # --- The server ----------------------------------------------------------------------------------------
@@ -625,14 +773,19 @@ class StandIn:
             return error_response(provider, step)
         if isinstance(step, Refuse):
             return answer_response(recorded, None, step)
-        if isinstance(step, RawText):
+        if isinstance(step, RawText | Say):
             return answer_response(recorded, step.text)
+        if isinstance(step, CallTools):
+            return tool_calls_response(recorded, step)
         if isinstance(step, Reply):
             data = step.data
         elif self.answer is not None:
             data = self.answer(recorded)
         else:
             schema = recorded.schema
+            if schema is None and recorded.tools:
+                # A tool-calling turn wants prose, not an object: the model simply finishes.
+                return answer_response(recorded, "ok")
             data = sample(schema) if schema else {"text": "text"}
         return answer_response(recorded, json.dumps(data))
 

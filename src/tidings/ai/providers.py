@@ -10,6 +10,12 @@ and its own structured-output mechanism:
 * ``google``: ``generateContent`` with ``responseMimeType: application/json`` and ``responseJsonSchema``,
   plus the request's safety settings, which only Gemini accepts.
 
+``converse(model, system, messages, tools)`` is the other kind of call: one turn of a tool-calling
+conversation. It maps a provider-neutral conversation (``Message``) and tool list (``ToolSpec``) to each
+provider's own tool mechanism (Anthropic ``tool_use``/``tool_result`` blocks, OpenAI ``tool_calls`` and
+``tool`` messages, Gemini ``functionCall``/``functionResponse`` parts) and returns the model's ``Turn``: its
+text and the tools it wants called. Running the tools, and looping, is the caller's business.
+
 Whatever goes wrong surfaces as one ``ProviderError`` whose ``kind`` the caller acts on (retry later, give
 up, tell the user), and whose ``answered`` says whether the provider produced an answer — and so whether
 the call costs credits. The SDKs' own retries are off: the caller retries, and counts the attempts.
@@ -23,12 +29,15 @@ opened them; ``aclose_clients()`` closes the running loop's clients when it is d
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import email.utils
 import importlib
 import json
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
@@ -45,6 +54,7 @@ if TYPE_CHECKING:
     from google import genai
     from google.genai import errors as genai_errors
     from google.genai import types as genai_types
+    from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
 ErrorKind = Literal[
     "rate_limited",
@@ -78,6 +88,64 @@ class Answer:
     text: str
     input_tokens: int | None
     output_tokens: int | None
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool the model may call: its name, what it is for, and a JSON schema (an object) of its input."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """The model asking for one tool call.
+
+    ``id`` is the provider's id for the call (Gemini's API may give none: one is made up, unique, so that
+    results can still be matched to calls). ``signature`` is the opaque ``thoughtSignature`` Gemini attaches
+    to function calls (base64), which must go back with the call in the next request — Gemini 3 models
+    reject a conversation whose function calls lost theirs; it is None for the other providers. Keep the
+    ``ToolCall`` as ``converse`` returned it when appending it to the conversation.
+    """
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    signature: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What running a tool call gave, for the model: ``content`` is JSON text (or plain text)."""
+
+    call_id: str
+    name: str
+    content: str
+    is_error: bool = False
+
+
+# One message of a provider-neutral conversation, one of:
+#   {"role": "user", "text": str}
+#   {"role": "assistant", "text": str | None, "tool_calls": list[ToolCall]}
+#   {"role": "tool", "results": list[ToolResult]}
+# ``converse`` maps it to each provider's own format, so a conversation can outlive a change of model.
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """The model's side of one turn: its text, and the tool calls it asks for (none: ``text`` is its final
+    answer). ``stop_reason`` is the provider's own (Anthropic ``tool_use``/``end_turn``/``max_tokens``, OpenAI
+    ``tool_calls``/``stop``/``length``, Gemini ``STOP``/``MAX_TOKENS``), for logs and for telling a cut-off
+    answer from a finished one."""
+
+    text: str | None
+    tool_calls: list[ToolCall]
+    input_tokens: int | None
+    output_tokens: int | None
+    stop_reason: str | None
 
 
 class ProviderError(Exception):
@@ -212,11 +280,15 @@ async def _load_sdk(provider: str) -> None:
         await asyncio.to_thread(lambda: [importlib.import_module(name) for name in missing])
 
 
-async def generate(model: ModelSpec, request: Generation) -> Answer:
-    """Ask ``model`` for a JSON object following ``request.schema``. Raises ``ProviderError``."""
+def _require_available(model: ModelSpec) -> None:
     if not model.available:
         needs = "a base URL" if model.provider == "openai" else "an API key"
         raise ProviderError("not_configured", f"model {model.id}: provider {model.provider} has no {needs}")
+
+
+async def generate(model: ModelSpec, request: Generation) -> Answer:
+    """Ask ``model`` for a JSON object following ``request.schema``. Raises ``ProviderError``."""
+    _require_available(model)
     await _load_sdk(model.provider)
     async with concurrency_limit(model.provider):
         if model.provider == "anthropic":
@@ -224,6 +296,69 @@ async def generate(model: ModelSpec, request: Generation) -> Answer:
         if model.provider == "openai":
             return await _openai(model, request)
         return await _google(model, request)
+
+
+async def converse(
+    model: ModelSpec,
+    system: str,
+    messages: list[Message],
+    tools: list[ToolSpec],
+    *,
+    safety: dict[str, str] | None = None,
+) -> Turn:
+    """One turn of a tool-calling conversation: send ``messages`` (and the ``tools`` the model may call) to
+    ``model`` and return what it answers. Nothing is executed here: the caller runs the tool calls, appends
+    an assistant message with them and a tool message with their results, and calls again. ``safety`` goes
+    to Gemini only, as in ``generate``. Raises ``ProviderError`` — ``invalid_output`` (answered) when the
+    model's tool calls cannot be read, ``bad_request`` when ``messages`` is malformed."""
+    _require_available(model)
+    _check_conversation(messages)
+    await _load_sdk(model.provider)
+    async with concurrency_limit(model.provider):
+        if model.provider == "anthropic":
+            return await _anthropic_turn(model, system, messages, tools)
+        if model.provider == "openai":
+            return await _openai_turn(model, system, messages, tools)
+        return await _google_turn(model, system, messages, tools, safety)
+
+
+def _check_conversation(messages: list[Message]) -> None:
+    """Reject a malformed conversation before it costs a request (and before the mappers below, which
+    trust its shape)."""
+    for index, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        where = f"messages[{index}]"
+        if role == "user":
+            ok = isinstance(message.get("text"), str)
+        elif role == "assistant":
+            ok = isinstance(message.get("text"), str | None) and all(
+                isinstance(call, ToolCall) for call in message.get("tool_calls") or []
+            )
+        elif role == "tool":
+            ok = all(isinstance(result, ToolResult) for result in message.get("results") or [])
+        else:
+            raise ProviderError("bad_request", f"{where}: unknown role {role!r}")
+        if not ok:
+            raise ProviderError("bad_request", f"{where}: not a well-formed {role} message")
+
+
+def _tool_calls(message: Message) -> list[ToolCall]:
+    calls: list[ToolCall] = message.get("tool_calls") or []
+    return calls
+
+
+def _tool_results(message: Message) -> list[ToolResult]:
+    results: list[ToolResult] = message.get("results") or []
+    return results
+
+
+def _tool_output(content: str) -> Any:
+    """A tool result's content as a JSON value (its text when it is not JSON), for Gemini, which takes
+    function responses as objects rather than text."""
+    try:
+        return json.loads(content)
+    except ValueError:
+        return content
 
 
 def _parse(text: str, where: str) -> dict[str, Any]:
@@ -333,6 +468,19 @@ def _raise_sdk(
     raise ProviderError("unavailable", f"{provider}: {exc.message}") from exc
 
 
+def _raise_anthropic(exc: anthropic.APIError, model: ModelSpec) -> NoReturn:
+    import anthropic  # noqa: PLC0415
+
+    _raise_sdk(exc, model, anthropic.APITimeoutError, anthropic.APIConnectionError, anthropic.APIStatusError)
+
+
+def _anthropic_input_tokens(usage: anthropic.types.Usage) -> int:
+    # Cached prompt tokens are reported apart from the rest, but they are still input the call consumed.
+    return (
+        usage.input_tokens + (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
+    )
+
+
 async def _anthropic(model: ModelSpec, request: Generation) -> Answer:
     import anthropic  # noqa: PLC0415
 
@@ -346,17 +494,9 @@ async def _anthropic(model: ModelSpec, request: Generation) -> Answer:
             output_config={"format": {"type": "json_schema", "schema": request.schema}},
         )
     except anthropic.APIError as exc:
-        _raise_sdk(
-            exc,
-            model,
-            anthropic.APITimeoutError,
-            anthropic.APIConnectionError,
-            anthropic.APIStatusError,
-        )
+        _raise_anthropic(exc, model)
     usage = message.usage
-    input_tokens = (
-        usage.input_tokens + (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
-    )
+    input_tokens = _anthropic_input_tokens(usage)
     if message.stop_reason == "refusal":
         raise ProviderError("refused", f"{model.model} declined to answer", answered=True)
     text = next((block.text for block in message.content if block.type == "text"), None)
@@ -368,6 +508,82 @@ async def _anthropic(model: ModelSpec, request: Generation) -> Answer:
         )
     where = "anthropic" if message.stop_reason != "max_tokens" else "anthropic (cut off at max_tokens)"
     return Answer(_parse(text, where), text, input_tokens, usage.output_tokens)
+
+
+def _anthropic_messages(messages: list[Message]) -> list[anthropic.types.MessageParam]:
+    """The neutral conversation as Messages API turns: assistant ``text`` + ``tool_use`` blocks, tool
+    results as a user turn of ``tool_result`` blocks (consecutive user turns are merged by the API)."""
+    native: list[anthropic.types.MessageParam] = []
+    for message in messages:
+        if message["role"] == "user":
+            # The API rejects empty text blocks.
+            if message["text"]:
+                native.append({"role": "user", "content": message["text"]})
+        elif message["role"] == "assistant":
+            blocks: list[anthropic.types.TextBlockParam | anthropic.types.ToolUseBlockParam] = []
+            if message.get("text"):
+                blocks.append({"type": "text", "text": message["text"]})
+            blocks.extend(
+                {"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}
+                for call in _tool_calls(message)
+            )
+            if blocks:
+                native.append({"role": "assistant", "content": blocks})
+        else:
+            results: list[anthropic.types.ToolResultBlockParam] = [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": result.call_id,
+                    "content": result.content,
+                    "is_error": result.is_error,
+                }
+                for result in _tool_results(message)
+            ]
+            if results:
+                native.append({"role": "user", "content": results})
+    return native
+
+
+async def _anthropic_turn(
+    model: ModelSpec, system: str, messages: list[Message], tools: list[ToolSpec]
+) -> Turn:
+    import anthropic  # noqa: PLC0415
+
+    client: anthropic.AsyncAnthropic = _client(model, _build_anthropic)
+    native_tools: list[anthropic.types.ToolParam] = [
+        {"name": tool.name, "description": tool.description, "input_schema": tool.input_schema}
+        for tool in tools
+    ]
+    try:
+        message = await client.messages.create(
+            model=model.model,
+            max_tokens=model.max_output_tokens,
+            system=system or anthropic.omit,
+            messages=_anthropic_messages(messages),
+            tools=native_tools or anthropic.omit,
+        )
+    except anthropic.APIError as exc:
+        _raise_anthropic(exc, model)
+    if message.stop_reason == "refusal":
+        raise ProviderError("refused", f"{model.model} declined to answer", answered=True)
+    calls = [
+        ToolCall(block.id, block.name, dict(block.input))
+        for block in message.content
+        if isinstance(block, anthropic.types.ToolUseBlock)
+    ]
+    if calls and message.stop_reason == "max_tokens":
+        # The last tool_use block may be cut short, its input incomplete: not something to execute.
+        raise ProviderError(
+            "invalid_output", "anthropic was cut off at max_tokens while calling tools", answered=True
+        )
+    text = "".join(block.text for block in message.content if isinstance(block, anthropic.types.TextBlock))
+    return Turn(
+        text or None,
+        calls,
+        _anthropic_input_tokens(message.usage),
+        message.usage.output_tokens,
+        message.stop_reason,
+    )
 
 
 # --- OpenAI-compatible ---------------------------------------------------------------------------------
@@ -382,6 +598,33 @@ def _build_openai(model: ModelSpec) -> openai.AsyncOpenAI:
         timeout=model.timeout,
         max_retries=0,
     )
+
+
+def _raise_openai(exc: openai.APIError, model: ModelSpec) -> NoReturn:
+    import openai  # noqa: PLC0415
+
+    _raise_sdk(exc, model, openai.APITimeoutError, openai.APIConnectionError, openai.APIStatusError)
+
+
+def _openai_usage(completion: openai.types.chat.ChatCompletion) -> tuple[int | None, int | None]:
+    usage = completion.usage
+    return (usage.prompt_tokens, usage.completion_tokens) if usage else (None, None)
+
+
+def _openai_choice(
+    model: ModelSpec, completion: openai.types.chat.ChatCompletion
+) -> openai.types.chat.chat_completion.Choice:
+    """The first choice, unless the model declined or a content filter withheld it."""
+    if not completion.choices:
+        raise ProviderError("invalid_output", "openai answered with no choices", answered=True)
+    choice = completion.choices[0]
+    if choice.message.refusal:
+        raise ProviderError("refused", f"{model.model} declined: {choice.message.refusal}", answered=True)
+    if choice.finish_reason == "content_filter":
+        raise ProviderError(
+            "refused", f"{model.model}: the answer was withheld by a content filter", answered=True
+        )
+    return choice
 
 
 async def _openai(model: ModelSpec, request: Generation) -> Answer:
@@ -402,22 +645,109 @@ async def _openai(model: ModelSpec, request: Generation) -> Answer:
             max_tokens=model.max_output_tokens,
         )
     except openai.APIError as exc:
-        _raise_sdk(exc, model, openai.APITimeoutError, openai.APIConnectionError, openai.APIStatusError)
-    usage = completion.usage
-    input_tokens = usage.prompt_tokens if usage else None
-    output_tokens = usage.completion_tokens if usage else None
-    if not completion.choices:
-        raise ProviderError("invalid_output", "openai answered with no choices", answered=True)
-    choice = completion.choices[0]
-    if choice.message.refusal:
-        raise ProviderError("refused", f"{model.model} declined: {choice.message.refusal}", answered=True)
-    if choice.finish_reason == "content_filter":
-        raise ProviderError(
-            "refused", f"{model.model}: the answer was withheld by a content filter", answered=True
-        )
+        _raise_openai(exc, model)
+    input_tokens, output_tokens = _openai_usage(completion)
+    choice = _openai_choice(model, completion)
     text = choice.message.content or ""
     where = "openai" if choice.finish_reason != "length" else "openai (cut off at max_tokens)"
     return Answer(_parse(text, where), text, input_tokens, output_tokens)
+
+
+def _openai_messages(system: str, messages: list[Message]) -> list[ChatCompletionMessageParam]:
+    """The neutral conversation as chat completions messages: assistant messages carry ``tool_calls``
+    (arguments as JSON text), and each tool result is a ``tool`` message of its own."""
+    native: list[ChatCompletionMessageParam] = []
+    if system:
+        native.append({"role": "system", "content": system})
+    for message in messages:
+        if message["role"] == "user":
+            native.append({"role": "user", "content": message["text"]})
+        elif message["role"] == "assistant":
+            calls = _tool_calls(message)
+            if not calls and not message.get("text"):
+                continue
+            assistant: openai.types.chat.ChatCompletionAssistantMessageParam = {
+                "role": "assistant",
+                "content": message.get("text") or None,
+            }
+            # Some compatible servers reject an empty tool_calls list, so it is left out when empty.
+            if calls:
+                assistant["tool_calls"] = [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+                    }
+                    for call in calls
+                ]
+            native.append(assistant)
+        else:
+            # Chat completions has no error flag on tool results: the content itself has to say so.
+            native.extend(
+                {"role": "tool", "tool_call_id": result.call_id, "content": result.content}
+                for result in _tool_results(message)
+            )
+    return native
+
+
+def _openai_arguments(name: str, arguments: str) -> dict[str, Any]:
+    # Some compatible servers send "" for a call without arguments.
+    if not arguments.strip():
+        return {}
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ProviderError(
+            "invalid_output",
+            f"openai called {name} with arguments that are not a JSON object: {_clip(arguments)}",
+            answered=True,
+        )
+    return parsed
+
+
+async def _openai_turn(model: ModelSpec, system: str, messages: list[Message], tools: list[ToolSpec]) -> Turn:
+    import openai  # noqa: PLC0415
+
+    client: openai.AsyncOpenAI = _client(model, _build_openai)
+    native_tools: list[ChatCompletionToolParam] = [
+        {
+            "type": "function",
+            "function": {"name": tool.name, "description": tool.description, "parameters": tool.input_schema},
+        }
+        for tool in tools
+    ]
+    try:
+        completion = await client.chat.completions.create(
+            model=model.model,
+            messages=_openai_messages(system, messages),
+            # An empty tools list is an error for OpenAI: no tools means no tools parameter.
+            tools=native_tools or openai.omit,
+            max_tokens=model.max_output_tokens,
+        )
+    except openai.APIError as exc:
+        _raise_openai(exc, model)
+    input_tokens, output_tokens = _openai_usage(completion)
+    choice = _openai_choice(model, completion)
+    calls: list[ToolCall] = []
+    for call in choice.message.tool_calls or []:
+        if not isinstance(call, openai.types.chat.ChatCompletionMessageFunctionToolCall):
+            # Only function tools are offered; anything else is not a call we could run.
+            raise ProviderError(
+                "invalid_output", f"openai made a {call.type} tool call, not a function call", answered=True
+            )
+        calls.append(
+            ToolCall(
+                call.id, call.function.name, _openai_arguments(call.function.name, call.function.arguments)
+            )
+        )
+    if calls and choice.finish_reason == "length":
+        # Arguments that happen to parse may still be cut short.
+        raise ProviderError(
+            "invalid_output", "openai was cut off at max_tokens while calling tools", answered=True
+        )
+    return Turn(choice.message.content or None, calls, input_tokens, output_tokens, choice.finish_reason)
 
 
 # --- Google --------------------------------------------------------------------------------------------
@@ -457,22 +787,33 @@ class _GoogleClient:
         self.genai.close()
 
 
+def _google_safety(safety: dict[str, str] | None) -> list[genai_types.SafetySetting] | None:
+    """Our safety settings as Gemini's (None when there are none). Raises ``ProviderError`` (bad_request)
+    for a category or threshold we do not know."""
+    from google.genai import types as genai_types  # noqa: PLC0415
+
+    try:
+        settings = [
+            genai_types.SafetySetting(
+                category=genai_types.HarmCategory(SAFETY_CATEGORIES[category]),
+                threshold=genai_types.HarmBlockThreshold(SAFETY_THRESHOLDS[threshold]),
+            )
+            for category, threshold in (safety or {}).items()
+        ]
+    except KeyError as exc:
+        raise ProviderError("bad_request", f"unknown safety category or threshold {exc.args[0]!r}") from None
+    return settings or None
+
+
 def _google_config(model: ModelSpec, request: Generation) -> genai_types.GenerateContentConfig:
     from google.genai import types as genai_types  # noqa: PLC0415
 
-    safety = [
-        genai_types.SafetySetting(
-            category=genai_types.HarmCategory(SAFETY_CATEGORIES[category]),
-            threshold=genai_types.HarmBlockThreshold(SAFETY_THRESHOLDS[threshold]),
-        )
-        for category, threshold in (request.safety or {}).items()
-    ]
     return genai_types.GenerateContentConfig(
         system_instruction=request.system,
         response_mime_type="application/json",
         response_json_schema=request.schema,
         max_output_tokens=model.max_output_tokens,
-        safety_settings=safety or None,
+        safety_settings=_google_safety(request.safety),
         # Neither applies to a schema-constrained answer without tools; keeping them off means one call
         # is one HTTP request, which the caller's attempt counting relies on.
         automatic_function_calling=genai_types.AutomaticFunctionCallingConfig(disable=True),
@@ -497,18 +838,19 @@ def _google_retry_delay(exc: genai_errors.APIError) -> float | None:
     return None
 
 
-async def _google(model: ModelSpec, request: Generation) -> Answer:
+async def _google_generate(
+    model: ModelSpec,
+    contents: str | list[genai_types.Content],
+    config: genai_types.GenerateContentConfig,
+) -> genai_types.GenerateContentResponse:
+    """One ``generateContent`` request, its failures mapped to ``ProviderError``."""
     import httpx  # noqa: PLC0415
     from google.genai import errors as genai_errors  # noqa: PLC0415
 
     client: _GoogleClient = _client(model, _GoogleClient)
     try:
-        config = _google_config(model, request)
-    except KeyError as exc:
-        raise ProviderError("bad_request", f"unknown safety category or threshold {exc.args[0]!r}") from None
-    try:
-        response = await client.genai.aio.models.generate_content(
-            model=model.model, contents=request.prompt, config=config
+        return await client.genai.aio.models.generate_content(
+            model=model.model, contents=contents, config=config
         )
     except genai_errors.APIError as exc:
         status = exc.code
@@ -521,12 +863,22 @@ async def _google(model: ModelSpec, request: Generation) -> Answer:
         raise ProviderError("timeout", f"google: no answer within {model.timeout:g} s") from exc
     except httpx.TransportError as exc:
         raise ProviderError("unavailable", f"google: could not connect: {exc}") from exc
+
+
+def _google_usage(response: genai_types.GenerateContentResponse) -> tuple[int | None, int | None]:
     usage = response.usage_metadata
     input_tokens = usage.prompt_token_count if usage else None
     # Thinking models bill their thoughts as output.
     output_tokens = None
     if usage and (usage.candidates_token_count is not None or usage.thoughts_token_count is not None):
         output_tokens = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
+    return input_tokens, output_tokens
+
+
+def _google_candidate(
+    model: ModelSpec, response: genai_types.GenerateContentResponse
+) -> tuple[list[genai_types.Part], str]:
+    """The first candidate's parts and finish reason, unless the prompt or the answer was blocked."""
     feedback = response.prompt_feedback
     if feedback and feedback.block_reason:
         # Nothing was generated, and Google does not bill blocked prompts.
@@ -539,6 +891,143 @@ async def _google(model: ModelSpec, request: Generation) -> Answer:
     if finish in _GOOGLE_BLOCKED:
         raise ProviderError("refused", f"{model.model} withheld its answer ({finish})", answered=True)
     parts = candidate.content.parts if candidate.content and candidate.content.parts else []
+    return parts, finish
+
+
+async def _google(model: ModelSpec, request: Generation) -> Answer:
+    response = await _google_generate(model, request.prompt, _google_config(model, request))
+    input_tokens, output_tokens = _google_usage(response)
+    parts, finish = _google_candidate(model, response)
     text = "".join(part.text for part in parts if part.text and not part.thought)
     where = "google" if finish != "MAX_TOKENS" else "google (cut off at max_output_tokens)"
     return Answer(_parse(text, where), text, input_tokens, output_tokens)
+
+
+# Gemini finish reasons meaning its tool calls came out unusable.
+_GOOGLE_BAD_CALLS = frozenset(
+    {"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS", "MALFORMED_RESPONSE"}
+)
+
+
+def _google_contents(messages: list[Message]) -> list[genai_types.Content]:
+    """The neutral conversation as Gemini contents: the model's turns (role ``model``) carry
+    ``function_call`` parts, and tool results go back as a user turn of ``function_response`` parts, as
+    the SDK's own automatic function calling sends them.
+
+    Call ids are not sent: Gemini pairs responses with calls by name and order, and the Gemini API has
+    rejected ``id`` in request parts ("Unknown name id"), so sending ids — some made up here, some from
+    another provider — would only risk a 400. Thought signatures are sent back as received.
+    """
+    from google.genai import types as genai_types  # noqa: PLC0415
+
+    contents: list[genai_types.Content] = []
+    for message in messages:
+        parts: list[genai_types.Part] = []
+        if message["role"] == "user":
+            role = "user"
+            if message["text"]:
+                parts.append(genai_types.Part(text=message["text"]))
+        elif message["role"] == "assistant":
+            role = "model"
+            if message.get("text"):
+                parts.append(genai_types.Part(text=message["text"]))
+            parts.extend(
+                genai_types.Part(
+                    function_call=genai_types.FunctionCall(name=call.name, args=call.arguments),
+                    thought_signature=_google_signature(call.signature),
+                )
+                for call in _tool_calls(message)
+            )
+        else:
+            role = "user"
+            parts.extend(
+                genai_types.Part(
+                    function_response=genai_types.FunctionResponse(
+                        name=result.name,
+                        # The keys Gemini documents for a function's output and for its failure.
+                        response={"error" if result.is_error else "output": _tool_output(result.content)},
+                    )
+                )
+                for result in _tool_results(message)
+            )
+        # Gemini rejects contents without parts.
+        if parts:
+            contents.append(genai_types.Content(role=role, parts=parts))
+    return contents
+
+
+def _google_signature(signature: str | None) -> bytes | None:
+    if signature is None:
+        return None
+    try:
+        return base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProviderError("bad_request", "a tool call's Gemini signature is not base64") from None
+
+
+def _google_turn_config(
+    model: ModelSpec, system: str, tools: list[ToolSpec], safety: dict[str, str] | None
+) -> genai_types.GenerateContentConfig:
+    from google.genai import types as genai_types  # noqa: PLC0415
+
+    declarations = [
+        # ``parameters_json_schema`` takes a plain JSON schema as is; ``parameters`` would want Gemini's
+        # OpenAPI-subset Schema, which does not accept everything a JSON schema may say.
+        genai_types.FunctionDeclaration(
+            name=tool.name, description=tool.description, parameters_json_schema=tool.input_schema
+        )
+        for tool in tools
+    ]
+    return genai_types.GenerateContentConfig(
+        system_instruction=system or None,
+        tools=[genai_types.Tool(function_declarations=declarations)] if declarations else None,
+        max_output_tokens=model.max_output_tokens,
+        safety_settings=_google_safety(safety),
+        # The SDK must not run anything itself (it could only run Python callables, and we pass none, but
+        # the caller owns the loop), and one call must stay one HTTP request for the caller's accounting.
+        automatic_function_calling=genai_types.AutomaticFunctionCallingConfig(disable=True),
+        automatic_continuation=False,
+    )
+
+
+async def _google_turn(
+    model: ModelSpec,
+    system: str,
+    messages: list[Message],
+    tools: list[ToolSpec],
+    safety: dict[str, str] | None,
+) -> Turn:
+    config = _google_turn_config(model, system, tools, safety)
+    response = await _google_generate(model, _google_contents(messages), config)
+    input_tokens, output_tokens = _google_usage(response)
+    parts, finish = _google_candidate(model, response)
+    if finish == "MISSING_THOUGHT_SIGNATURE":
+        # Our request's fault (a function call replayed without its signature): retrying cannot help.
+        raise ProviderError("bad_request", f"{model.model}: a function call lost its thought signature")
+    if finish in _GOOGLE_BAD_CALLS:
+        raise ProviderError(
+            "invalid_output", f"google could not produce its tool calls ({finish})", answered=True
+        )
+    calls: list[ToolCall] = []
+    for part in parts:
+        call = part.function_call
+        if call is None:
+            continue
+        if not call.name:
+            raise ProviderError("invalid_output", "google made a function call without a name", answered=True)
+        signature = part.thought_signature
+        calls.append(
+            ToolCall(
+                # Unique, not just "call_0": a conversation holds many turns, each numbering from 0.
+                call.id or f"call_{len(calls)}_{uuid.uuid4().hex[:8]}",
+                call.name,
+                dict(call.args or {}),
+                base64.b64encode(signature).decode("ascii") if signature else None,
+            )
+        )
+    if calls and finish == "MAX_TOKENS":
+        raise ProviderError(
+            "invalid_output", "google was cut off at max_output_tokens while calling tools", answered=True
+        )
+    text = "".join(part.text for part in parts if part.text and not part.thought)
+    return Turn(text or None, calls, input_tokens, output_tokens, finish or None)
