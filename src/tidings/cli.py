@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
+import httpx
 import typer
 import uvicorn
 import yaml
@@ -199,6 +200,43 @@ def mcp_command() -> None:
         err.print("[red]error:[/red] set TIDINGS_MCP_APP_KEY to an App API key")
         raise typer.Exit(2)
     anyio.run(mcp_server.run_stdio, connection)
+
+
+@app.command(name="ask")
+def ask_command(
+    instruction: str,
+    model: Annotated[str | None, typer.Option(help="A model id from `tidings ai models`")] = None,
+    max_steps: Annotated[int, typer.Option(min=1, max=20)] = 10,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Ask the assistant (POST /v1/assistant on the server at TIDINGS_MCP_URL, as TIDINGS_MCP_APP_KEY;
+    TIDINGS_MCP_SITE_ID and TIDINGS_MCP_TRACK_KEY let it change people)."""
+    connection = Connection.from_environment()
+    if not connection.app_key:
+        err.print("[red]error:[/red] set TIDINGS_MCP_APP_KEY to an App API key")
+        raise typer.Exit(2)
+    headers = {"Authorization": f"Bearer {connection.app_key}"}
+    if connection.site_id and connection.track_key:
+        headers |= {"X-Tidings-Site-Id": connection.site_id, "X-Tidings-Track-Key": connection.track_key}
+    body: dict[str, Any] = {"instruction": instruction, "max_steps": max_steps}
+    if model:
+        body["model"] = model
+    try:
+        response = httpx.post(f"{connection.app_url}/v1/assistant", json=body, headers=headers, timeout=600)
+    except httpx.HTTPError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    if response.status_code != 200:
+        err.print(f"[red]error:[/red] HTTP {response.status_code}: {escape(response.text)}")
+        raise typer.Exit(2)
+    reply = response.json()
+    if as_json:
+        sys.stdout.write(json.dumps(reply) + "\n")
+        return
+    for made in reply["calls"]:
+        mark = "ok" if made["ok"] else "refused/failed"
+        err.print(f"[dim]→ {escape(made['tool'])} ({mark}{', dry run' if made['dry_run'] else ''})[/dim]")
+    console.print(reply["answer"])
 
 
 @workspace_app.command("create")

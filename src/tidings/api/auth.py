@@ -143,8 +143,17 @@ async def optional_track_workspace(request: Request) -> WorkspaceContext | None:
 
 # POSTs that only read (searches, renderings) or record what the key itself did (agents' audit entries):
 # a key with the read permission alone may make them.
+# The assistant and the segment builder are judged call by call (each tool call under the key's
+# permissions), so reading is all it takes to ask.
 READ_POSTS = frozenset(
-    {"/v1/customers", "/v1/customers/attributes", "/v1/ai/llm/processed_prompt", "/v1/audit_log"}
+    {
+        "/v1/customers",
+        "/v1/customers/attributes",
+        "/v1/ai/llm/processed_prompt",
+        "/v1/audit_log",
+        "/v1/assistant",
+        "/v1/ai/segment_builder",
+    }
 )
 
 

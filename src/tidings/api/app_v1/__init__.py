@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from tidings.api.app_v1 import (
     ai,
+    assistant,
     broadcasts,
     campaign_metrics,
     campaigns,
@@ -22,6 +23,7 @@ from tidings.api.app_v1 import (
 router = APIRouter()
 for module in (
     ai,
+    assistant,
     broadcasts,
     campaign_metrics,
     campaigns,

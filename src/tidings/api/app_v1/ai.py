@@ -13,12 +13,11 @@ from tidings.ai import authoring, credits, data_index
 from tidings.ai import settings as ai_settings
 from tidings.ai.catalogue import catalogue
 from tidings.api import docs
-from tidings.api.app_v1.common import MAX_BODY, Start, Workspace
+from tidings.api.app_v1.common import MAX_BODY, Start, Workspace, refuse_dry_run
 from tidings.api.auth import runtime_of
 from tidings.api.body import read_object
 from tidings.api.surfaces import AppRoute, json_response
 from tidings.audit import service as audit
-from tidings.db.database import DRY_RUN
 from tidings.errors import InvalidInput
 from tidings.workspaces.schemas import WorkspaceContext
 
@@ -35,12 +34,6 @@ def _changes(body: dict[str, Any], key: str) -> dict[str, Any]:
     if not isinstance(changes, dict):
         raise InvalidInput(f"{key} must be an object", field=key)
     return changes
-
-
-def _no_rehearsal() -> None:
-    if DRY_RUN.get():
-        # A model call cannot be rolled back: a "dry" preview would be a free one.
-        raise InvalidInput("dry_run is not available here: it calls a model", field="dry_run")
 
 
 def _body(description: str) -> dict[str, Any]:
@@ -165,7 +158,7 @@ async def processed_prompt(request: Request, ws: Workspace) -> Response:
     openapi_extra=_body(f"{_SAMPLE}; model?, output_fields"),
 )
 async def preview(request: Request, ws: Workspace) -> Response:
-    _no_rehearsal()
+    refuse_dry_run()
     runtime = runtime_of(request)
     body = await read_object(request, MAX_BODY)
     found = await authoring.preview(runtime.db, ws, body, now=runtime.clock.now_int())
@@ -178,7 +171,7 @@ async def preview(request: Request, ws: Workspace) -> Response:
     openapi_extra=_body("prompt, model?; or campaign_id + block"),
 )
 async def generate_fields(request: Request, ws: Workspace) -> Response:
-    _no_rehearsal()
+    refuse_dry_run()
     runtime = runtime_of(request)
     body = await read_object(request, MAX_BODY)
     found = await authoring.generate_fields(runtime.db, ws, body, now=runtime.clock.now_int())
