@@ -49,7 +49,8 @@ class Connection:
 
     @staticmethod
     def from_environment(environ: dict[str, str] | None = None) -> Connection:
-        """``TIDINGS_MCP_*``: BACKEND (tidings, customerio-us, customerio-eu), URL, APP_KEY, SITE_ID,
+        """``TIDINGS_MCP_*``: BACKEND (tidings, customerio-us or customerio for the US region, customerio-eu),
+        URL, APP_KEY, SITE_ID,
         TRACK_KEY."""
         env = dict(os.environ if environ is None else environ)
         backend = env.get("TIDINGS_MCP_BACKEND", "tidings")
@@ -58,11 +59,10 @@ class Connection:
             "site_id": env.get("TIDINGS_MCP_SITE_ID") or None,
             "track_key": env.get("TIDINGS_MCP_TRACK_KEY") or None,
         }
-        if backend.startswith("customerio"):
-            region = backend.partition("-")[2] or "us"
-            if region not in CUSTOMERIO_HOSTS:
-                raise ValueError("TIDINGS_MCP_BACKEND must be tidings, customerio-us or customerio-eu")
-            return Connection.customerio(region, app_key, **keys)
+        # Exact names only: a typo must not send a workspace's data to the wrong region.
+        regions = {f"customerio-{region}": region for region in CUSTOMERIO_HOSTS} | {"customerio": "us"}
+        if backend in regions:
+            return Connection.customerio(regions[backend], app_key, **keys)
         if backend != "tidings":
             raise ValueError("TIDINGS_MCP_BACKEND must be tidings, customerio-us or customerio-eu")
         return Connection.tidings(env.get("TIDINGS_MCP_URL", "http://127.0.0.1:8080"), app_key, **keys)

@@ -32,6 +32,8 @@ class Policy:
             return "the MCP server is turned off for this account (AI settings: mcp_enabled is false)"
         if self.surface == "assistant" and not self.ai_enabled:
             return "AI features are turned off for this account (AI settings: ai_enabled is false)"
+        if access == "list":
+            return None  # what exists (tools, prompts) is no secret from any key
         if access in ("read", "read_pii") or dry_run:
             if "read" not in self.permissions:
                 return "this API key lacks the read permission"

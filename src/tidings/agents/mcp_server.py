@@ -25,7 +25,7 @@ from mcp.shared.exceptions import MCPError
 from tidings import __version__
 from tidings.agents.client import ApiClient, ApiError, Connection
 from tidings.agents.governance import Policy
-from tidings.agents.tools import ApiAuditor, Toolbox
+from tidings.agents.tools import ApiAuditor, Outcome, Toolbox
 from tidings.agents.toolset import TOOLS
 
 SCHEMA_URI = "tidings://workspace/schema"
@@ -137,10 +137,25 @@ def build(
         if per_request:
             await toolbox.client.aclose()
 
+    async def admitted(ctx: ServerRequestContext, access: str = "read") -> Toolbox:
+        """The request's toolbox, if the account's settings and the key let it in at all."""
+        try:
+            toolbox = await toolbox_for(ctx)
+        except ApiError as exc:
+            raise MCPError(
+                code=types.INVALID_REQUEST, message=f"the Tidings API refused: {exc.detail}"
+            ) from None
+        refusal = toolbox.policy.refusal(access, live=False, dry_run=False)
+        if refusal is not None:
+            await done(toolbox)
+            raise MCPError(code=types.INVALID_REQUEST, message=f"refused: {refusal}")
+        return toolbox
+
     async def list_tools(
         ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        toolbox = await toolbox_for(ctx)
+        # Listing is open to any key (a write-only key may still call writes); the MCP toggle is not.
+        toolbox = await admitted(ctx, access="list")
         await done(toolbox)
         names = sorted(t.name for t in toolbox.available())
         start = int(params.cursor) if params and params.cursor and params.cursor.isdigit() else 0
@@ -189,9 +204,13 @@ def build(
             raise MCPError(
                 code=types.INVALID_PARAMS, message=f"unknown resource {params.uri}; read {SCHEMA_URI}"
             )
-        toolbox = await toolbox_for(ctx)
+        toolbox = await admitted(ctx)
+        started = time.monotonic()
         try:
-            schema = await workspace_schema(toolbox.client)
+            schema = await workspace_schema(toolbox.client, personal="read_pii" in toolbox.policy.permissions)
+            if toolbox.auditor is not None:
+                took = round((time.monotonic() - started) * 1000)
+                await toolbox.auditor.record(SCHEMA_URI, {}, Outcome(True), took)
         finally:
             await done(toolbox)
         return types.ReadResourceResult(
@@ -215,6 +234,7 @@ def build(
     async def get_prompt(
         ctx: ServerRequestContext, params: types.GetPromptRequestParams
     ) -> types.GetPromptResult:
+        await done(await admitted(ctx, access="list"))
         found = PROMPTS.get(params.name)
         if found is None:
             raise MCPError(
@@ -246,11 +266,18 @@ def build(
     )
 
 
-async def workspace_schema(client: ApiClient) -> dict[str, Any]:
-    """Attributes and events seen (Tidings), segments and campaigns: what an agent needs to write filters."""
+async def workspace_schema(client: ApiClient, *, personal: bool) -> dict[str, Any]:
+    """Attributes and events seen (Tidings), segments and campaigns: what an agent needs to write filters.
+    Example values are people's data: without ``personal`` (the read_pii permission) they are left out."""
     schema: dict[str, Any] = {}
     if client.backend == "tidings":
         schema.update(await client.app("GET", "/v1/workspace_schema"))
+        if not personal:
+            for entry in [
+                *schema.get("attributes", []),
+                *(d for e in schema.get("events", []) for d in e["data"]),
+            ]:
+                entry.pop("examples", None)
     segments = await client.app("GET", "/v1/segments")
     schema["segments"] = [
         {k: s.get(k) for k in ("id", "name", "type", "description")} for s in segments.get("segments", [])

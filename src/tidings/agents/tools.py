@@ -90,7 +90,8 @@ class Auditor(Protocol):
 # -- masking personal data in the audit log ----------------------------------------------------------------
 
 _EMAIL = re.compile(r"[^\s@\"']+@[^\s@\"']+\.[A-Za-z]{2,}")
-_PHONE = re.compile(r"\+?\d[\d\s().-]{7,}\d")
+# International numbers (+…), or 10 to 15 digits in a row; dates and short ids stay readable.
+_PHONE = re.compile(r"\+\d[\d\s().-]{6,}\d|\b\d{10,15}\b")
 # Containers whose values are personal data whatever their names.
 _PERSONAL = {"attributes", "traits", "data", "message_data", "identifiers", "to", "email", "phone", "filter"}
 
@@ -165,8 +166,19 @@ class Toolbox:
         dry_run = bool(args.pop("dry_run", False)) if tool.access == "write" else False
         context = ToolContext(self.client, dry_run)
         try:
-            live = tool.live if isinstance(tool.live, bool) else await tool.live(context, args)
-            refusal = self.policy.refusal(tool.access, live=live, dry_run=dry_run)
+            # Refusals that do not depend on live-ness come first: the live check reads, and a key that
+            # may not read must be told what it lacks, not that a read failed.
+            refusal = self.policy.refusal(tool.access, live=False, dry_run=dry_run)
+            live = tool.live if isinstance(tool.live, bool) else False
+            if refusal is None and not isinstance(tool.live, bool):
+                try:
+                    live = await tool.live(context, args)
+                except ApiError as exc:
+                    if exc.status != 403:
+                        raise
+                    live = True  # what cannot be checked is treated as live
+            if refusal is None:
+                refusal = self.policy.refusal(tool.access, live=live, dry_run=dry_run)
             if refusal is not None:
                 return Outcome(False, error=f"refused: {refusal}", dry_run=dry_run, live=live)
             data = await tool.run(context, args)

@@ -279,10 +279,14 @@ async def _create_segment(ctx: ToolContext, args: dict[str, Any]) -> Any:
 
 
 async def _segment_in_use(ctx: ToolContext, args: dict[str, Any]) -> bool:
+    """Live when a running or paused campaign or broadcast uses the segment (drafts do not count)."""
     used = await ctx.client.app("GET", f"/v1/segments/{args['segment_id']}/used_by")
     users = used.get("used_by", {})
-    campaigns = [*users.get("campaigns", []), *users.get("broadcasts", [])]
-    return bool(campaigns)
+    for user in [*users.get("campaigns", []), *users.get("broadcasts", [])]:
+        found = await ctx.client.app("GET", f"/v1/campaigns/{user['id']}")
+        if found.get("campaign", {}).get("state") in ("running", "paused"):
+            return True
+    return False
 
 
 async def _update_segment(ctx: ToolContext, args: dict[str, Any]) -> Any:

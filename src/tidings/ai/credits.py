@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from tidings.ai.settings import Actor, account_row
 from tidings.audit import service as audit
@@ -80,7 +81,8 @@ def spend(
     )
     row = session.get(AccountAi, account_id)
     if row is not None:
-        session.refresh(row, ["credit_millis"])
+        # The row in this session now says what the database says, without a read or a later UPDATE.
+        set_committed_value(row, "credit_millis", after)
 
 
 def grant(
@@ -122,7 +124,7 @@ def grant(
         new=after / 1000,
         now=now,
     )
-    session.refresh(row, ["credit_millis"])
+    set_committed_value(row, "credit_millis", after)
     return after / 1000
 
 

@@ -141,8 +141,7 @@ async def optional_track_workspace(request: Request) -> WorkspaceContext | None:
     return await track_workspace(request)
 
 
-# POSTs that only read (searches, renderings) or record what the key itself did (agents' audit entries):
-# a key with the read permission alone may make them.
+# POSTs that only read (searches, renderings): a key with the read permission alone may make them.
 # The assistant and the segment builder are judged call by call (each tool call under the key's
 # permissions), so reading is all it takes to ask.
 READ_POSTS = frozenset(
@@ -150,11 +149,15 @@ READ_POSTS = frozenset(
         "/v1/customers",
         "/v1/customers/attributes",
         "/v1/ai/llm/processed_prompt",
-        "/v1/audit_log",
         "/v1/assistant",
         "/v1/ai/segment_builder",
     }
 )
+
+
+# What any key may do, whatever its permissions: learn its own permissions and the AI settings that
+# govern it, and record its agent calls in the audit log.
+ANY_KEY = frozenset({("GET", "/v1/api_key"), ("GET", "/v1/ai/settings"), ("POST", "/v1/audit_log")})
 
 
 async def app_workspace(request: Request) -> WorkspaceContext:
@@ -166,10 +169,11 @@ async def app_workspace(request: Request) -> WorkspaceContext:
     ctx = await gatekeeper.verify(runtime_of(request), "app", token, None)
     # A dry run changes nothing, so reading is all it needs.
     rehearsal = _start_dry_run(request)
-    reading = request.method in ("GET", "HEAD") or request.url.path in READ_POSTS or rehearsal
-    needed = "read" if reading else "write"
-    if needed not in ctx.permissions:
-        raise Forbidden(f"this API key does not have the {needed} permission")
+    if (request.method, request.url.path) not in ANY_KEY:
+        reading = request.method in ("GET", "HEAD") or request.url.path in READ_POSTS or rehearsal
+        needed = "read" if reading else "write"
+        if needed not in ctx.permissions:
+            raise Forbidden(f"this API key does not have the {needed} permission")
     gatekeeper.throttle(ctx, "app")
     return ctx
 

@@ -16,9 +16,9 @@ same idempotency key).
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
+import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -137,12 +137,16 @@ class Engine:
         self.batch_size = settings.journey_batch_size
         self.lease_seconds = settings.worker_lease_seconds
         self._pool = ThreadPoolExecutor(settings.send_concurrency, thread_name_prefix="tidings-call")
-        # Answers of async calls are stored from here, off the event loop (storing is database work).
-        self._answers = ThreadPoolExecutor(2, thread_name_prefix="tidings-answer")
+        # Answers of async calls are stored by one thread, off the event loop (storing is database work),
+        # many to a transaction: a thousand answers arriving together cost a few commits, not a thousand.
+        self._answers: queue.SimpleQueue[tuple[int, dict[str, Any]] | None] = queue.SimpleQueue()
+        self._storer = threading.Thread(target=self._store_answers, name="tidings-answers", daemon=True)
+        self._storer.start()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self._answers.shutdown(wait=True)
+        self._answers.put(None)
+        self._storer.join(timeout=30)
 
     def _dispatch(self, pending: list[PendingCall]) -> None:
         for item in pending:
@@ -159,9 +163,27 @@ class Engine:
         except Exception as exc:  # a bug in a call must not leave the journey calling for ever
             log.exception("journey %s call failed", journey_id)
             result = {"error": f"internal error: {exc!r}"}
-        # Shutting down refuses the job: the lease runs out and another worker makes the call again.
-        with contextlib.suppress(RuntimeError):
-            self._answers.submit(self._store, journey_id, result)
+        self._answers.put((journey_id, result))
+
+    def _store_answers(self) -> None:
+        while True:
+            first = self._answers.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.batch_size:
+                try:
+                    item = self._answers.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._answers.put(None)  # stop after this batch
+                    break
+                batch.append(item)
+            try:
+                self.resume_many(batch)
+            except Exception:
+                log.exception("could not store %d call answers; their leases will run out", len(batch))
 
     # -- claiming ----------------------------------------------------------------------------------------
 
@@ -455,53 +477,78 @@ class Engine:
         except Exception as exc:  # a bug in a call must not leave the journey calling for ever
             log.exception("journey %s call failed", item.journey_id)
             result = {"error": f"internal error: {exc!r}"}
-        self._store(item.journey_id, result)
-
-    def _store(self, journey_id: int, result: dict[str, Any]) -> None:
-        try:
-            self.resume(journey_id, result)
-        except Exception:
-            log.exception("journey %s could not store its call's result", journey_id)
+        self._answers.put((item.journey_id, result))
 
     def resume(self, journey_id: int, result: dict[str, Any]) -> None:
-        """Store a call's answer and go on, if the journey is still this worker's."""
+        """Store one call's answer and go on (see :meth:`resume_many`)."""
+        self.resume_many([(journey_id, result)])
+
+    def resume_many(self, answers: list[tuple[int, dict[str, Any]]]) -> None:
+        """Store calls' answers and move their journeys on, in one transaction, for the journeys still
+        this worker's (a lease that ran out means another worker took the call over)."""
         db, clock = self.runtime.db, self.runtime.clock
+        results = dict(answers)
         pending: list[PendingCall] = []
-        with db.session() as session:
-            query = select(Journey).where(Journey.id == journey_id)
+        with db.session() as session, session.no_autoflush:
+            query = select(Journey).where(Journey.id.in_(results)).order_by(Journey.id)
             if session.get_bind().dialect.name == "postgresql":
                 query = query.with_for_update()
-            journey = session.scalars(query).first()
-            if journey is None or journey.state != "calling" or journey.leased_by != self.worker_id:
-                return  # the lease ran out and another worker took the call over
+            journeys = [
+                j for j in session.scalars(query) if j.state == "calling" and j.leased_by == self.worker_id
+            ]
+            if not journeys:
+                return
             now = clock.now_int()
             batch = _Batch(session)
-            batch.load([journey])
-            campaign = batch.campaigns[journey.campaign_id]
-            definition = definition_of(session, campaign.id, journey.version)
-            block = definition.workflow.blocks.get(journey.block or "")
-            person = batch.people.get(journey.person_id or 0)
-            journey.leased_by = journey.leased_until = None
-            if block is None or person is None:
-                self._finish(session, journey, "failed", "the journey's block or person is gone", now)
-                return
-            resume = RUNNERS[block.type].resume
-            step = Step(
-                session,
-                batch.workspaces[journey.workspace_id],
-                batch.infos[campaign.id],
-                definition.workflow,
-                journey,
-                block,
-                person,
-                now,
-            )
-            assert resume is not None
-            outcome = resume(step, result)
-            journey.state = "active"
-            pending = self.advance(session, batch, journey, now, first=outcome)
-            batch.write_log()
+            batch.load(journeys)
+            try:
+                with session.begin_nested():
+                    for journey in journeys:
+                        pending.extend(self._resume_one(session, batch, journey, results[journey.id], now))
+                    batch.write_log()
+            except Exception:
+                log.warning("an answer of the batch failed; storing them one by one", exc_info=True)
+                pending = []
+                batch.logs.clear()
+                for journey in journeys:
+                    try:
+                        with session.begin_nested():
+                            found = self._resume_one(session, batch, journey, results[journey.id], now)
+                            batch.write_log()
+                        pending.extend(found)
+                    except Exception as exc:
+                        log.exception("journey %s failed storing its answer", journey.id)
+                        batch.logs.clear()
+                        with session.begin_nested():
+                            self._finish(session, journey, "failed", f"internal error: {exc!r}", now)
         self._dispatch(pending)
+
+    def _resume_one(
+        self, session: Session, batch: _Batch, journey: Journey, result: dict[str, Any], now: int
+    ) -> list[PendingCall]:
+        campaign = batch.campaigns[journey.campaign_id]
+        definition = definition_of(session, campaign.id, journey.version)
+        block = definition.workflow.blocks.get(journey.block or "")
+        person = batch.people.get(journey.person_id or 0)
+        journey.leased_by = journey.leased_until = None
+        if block is None or person is None:
+            self._finish(session, journey, "failed", "the journey's block or person is gone", now)
+            return []
+        resume = RUNNERS[block.type].resume
+        assert resume is not None
+        step = Step(
+            session,
+            batch.workspaces[journey.workspace_id],
+            batch.infos[campaign.id],
+            definition.workflow,
+            journey,
+            block,
+            person,
+            now,
+        )
+        outcome = resume(step, result)
+        journey.state = "active"
+        return self.advance(session, batch, journey, now, first=outcome)
 
 
 def reentry_refusal(
