@@ -22,11 +22,11 @@ from tidings.agents.client import ApiClient
 from tidings.agents.governance import Policy
 from tidings.agents.tools import ApiAuditor, Toolbox
 from tidings.agents.toolset import TOOLS
-from tidings.ai import credits, llm, providers
+from tidings.ai import authoring, llm, providers
 from tidings.ai import settings as ai_settings
-from tidings.ai.catalogue import ModelSpec, catalogue
+from tidings.ai.catalogue import ModelSpec
 from tidings.db.database import Database
-from tidings.errors import Forbidden, InvalidInput, OutOfCredits, UpstreamFailed
+from tidings.errors import InvalidInput, OutOfCredits, UpstreamFailed
 from tidings.segments.conditions import ConditionError, parse
 from tidings.workspaces import schema as workspace_schema
 from tidings.workspaces.schemas import WorkspaceContext
@@ -73,40 +73,8 @@ class Reply:
 def _prepare(
     session: Session, ws: WorkspaceContext, model_id: Any
 ) -> tuple[ai_settings.AiSettings, ModelSpec, dict[str, str]]:
-    ai = ai_settings.read(session, ws.account_id)
-    if not ai.ai_enabled:
-        raise Forbidden(
-            "AI features are turned off for this account (ai_enabled is false in the AI settings)"
-        )
-    if model_id is not None and not isinstance(model_id, str):
-        raise InvalidInput("model must be a model id from GET /v1/ai/models", field="model")
-    model = catalogue().get(model_id)
-    if not model.available:
-        raise InvalidInput(
-            f"model {model.id}: no key or endpoint is configured for {model.provider}", field="model"
-        )
+    ai, model = authoring.usable_model(session, ws, model_id)
     return ai, model, ai_settings.business_context(session, ws.workspace_id)
-
-
-async def _turn(db: Database, ws: WorkspaceContext, model: ModelSpec, call: Any, kind: str, now: int) -> Any:
-    """One model call, paid for when answered; no credits left is refused before calling."""
-    if not await db.read(lambda s: credits.can_spend(s, ws.account_id, model.credits)):
-        raise OutOfCredits(f"the account has fewer AI credits than {model.id} costs ({model.credits})")
-    try:
-        result = await call()
-    except providers.ProviderError as exc:
-        if exc.answered:
-            await db.write(lambda s: _spend(s, ws, model, kind, now))
-        raise UpstreamFailed(f"{model.id}: {exc.kind}: {exc.message}") from None
-    await db.write(lambda s: _spend(s, ws, model, kind, now))
-    return result
-
-
-def _spend(session: Session, ws: WorkspaceContext, model: ModelSpec, kind: str, now: int) -> None:
-    credits.spend(
-        session, ws.account_id, model.credits, kind=kind, model=model.id, now=now,
-        workspace_id=ws.workspace_id, actor=ws.actor,
-    )  # fmt: skip
 
 
 async def ask(
@@ -143,7 +111,7 @@ async def ask(
             return await providers.converse(model, system, messages, specs, safety=safety)
 
         try:
-            turn: providers.Turn = await _turn(db, ws, model, call, "assistant", now)
+            turn: providers.Turn = await authoring.paid_call(db, ws, model, call, "assistant", now)
         except OutOfCredits:
             if step == 1:
                 raise
@@ -199,7 +167,7 @@ async def build_segment(
         async def call(request: providers.Generation = request) -> providers.Answer:
             return await providers.generate(model, request)
 
-        answer: providers.Answer = await _turn(db, ws, model, call, "segment_builder", now)
+        answer: providers.Answer = await authoring.paid_call(db, ws, model, call, "segment_builder", now)
         spent = round(spent + model.credits, 3)
         try:
             conditions = json.loads(str(answer.data.get("conditions_json", "")))

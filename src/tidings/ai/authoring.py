@@ -9,8 +9,9 @@ Database work happens in short transactions around the model call, never across 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,7 @@ from tidings.people.identifiers import IDENTIFIER_TYPES, Identifier, find_person
 from tidings.workspaces.schemas import WorkspaceContext
 
 MAX_PROMPT = 50_000
+T = TypeVar("T")
 GENERATE_TASK = (
     "You help a marketer configure an LLM step of a messaging workflow. Read the prompt they wrote and "
     "propose the output fields the step should produce so later steps can use the answer: short "
@@ -104,7 +106,7 @@ def processed_prompt(session: Session, ws: WorkspaceContext, body: dict[str, Any
     return {"prompt": rendered, "errors": errors}
 
 
-def _usable(
+def usable_model(
     session: Session, ws: WorkspaceContext, model_id: Any
 ) -> tuple[ai_settings.AiSettings, ModelSpec]:
     ai = ai_settings.read(session, ws.account_id)
@@ -119,8 +121,6 @@ def _usable(
         raise InvalidInput(
             f"model {model.id}: no key or endpoint is configured for {model.provider}", field="model"
         )
-    if not credits.can_spend(session, ws.account_id, model.credits):
-        raise OutOfCredits(f"the account has fewer AI credits than {model.id} costs ({model.credits})")
     return ai, model
 
 
@@ -128,7 +128,7 @@ def _prepare_preview(
     session: Session, ws: WorkspaceContext, body: dict[str, Any]
 ) -> tuple[providers.Generation, Sample]:
     body = _saved_block(session, ws, body)
-    ai, model = _usable(session, ws, body.get("model"))
+    ai, model = usable_model(session, ws, body.get("model"))
     fields = parse_fields(body.get("output_fields"))
     context = _context(session, ws, body)
     rendered, errors = llm.render_listing_errors(_text(body, "prompt"), context)
@@ -142,18 +142,32 @@ def _prepare_preview(
     )
 
 
-async def _generate(
-    db: Database, ws: WorkspaceContext, model: ModelSpec, request: providers.Generation, kind: str, now: int
-) -> providers.Answer:
-    """One model call; what it costs is spent whether or not its answer is usable."""
+async def paid_call(
+    db: Database,
+    ws: WorkspaceContext,
+    model: ModelSpec,
+    call: Callable[[], Awaitable[T]],
+    kind: str,
+    now: int,
+) -> T:
+    """One model call on behalf of an API caller: refused when the credits cannot pay for it, paid for
+    when the provider answered (usable or not), a provider failure reported as 502."""
+    if not await db.read(lambda s: credits.can_spend(s, ws.account_id, model.credits)):
+        raise OutOfCredits(f"the account has fewer AI credits than {model.id} costs ({model.credits})")
     try:
-        answer = await providers.generate(model, request)
+        result = await call()
     except providers.ProviderError as exc:
         if exc.answered:
             await db.write(lambda s: _spend(s, ws, model, kind, now))
         raise UpstreamFailed(f"{model.id}: {exc.kind}: {exc.message}") from None
     await db.write(lambda s: _spend(s, ws, model, kind, now))
-    return answer
+    return result
+
+
+async def _generate(
+    db: Database, ws: WorkspaceContext, model: ModelSpec, request: providers.Generation, kind: str, now: int
+) -> providers.Answer:
+    return await paid_call(db, ws, model, lambda: providers.generate(model, request), kind, now)
 
 
 def _spend(session: Session, ws: WorkspaceContext, model: ModelSpec, kind: str, now: int) -> None:
@@ -216,7 +230,7 @@ async def generate_fields(
 
     def prepare(session: Session) -> tuple[providers.Generation, ModelSpec]:
         prompt = _text(_saved_block(session, ws, body), "prompt")
-        ai, model = _usable(session, ws, body.get("model"))
+        ai, model = usable_model(session, ws, body.get("model"))
         business = ai_settings.business_context(session, ws.workspace_id)
         task = f"{GENERATE_TASK}\n\nThe prompt to analyse:\n{prompt}"
         request = llm.generation(model, ai, business, prompt, _fields_schema(), task=GENERATE_TASK)
