@@ -289,3 +289,26 @@ def test_the_http_endpoint_refuses_missing_and_revoked_keys(api: Api) -> None:
     )
     assert wrong.status_code == 401
     assert wrong.json()["errors"][0]["status"] == "401"
+
+
+def test_every_tool_can_be_called(api: Api, connect: Connect) -> None:
+    """Each tool answers over the transport: reads with sample arguments, writes as dry runs (their
+    answers are the rehearsed change, or an API error the agent can act on — never a protocol error)."""
+    from tests.agents.test_governance import sample_arguments  # noqa: PLC0415  (shared sample values)
+
+    async def body() -> None:
+        async with connect(api) as session:
+            for name, tool in TOOLS.items():
+                arguments = sample_arguments(name)
+                if tool.access == "write":
+                    arguments["dry_run"] = True
+                result = await call(session, name, **arguments)
+                block = result.content[0]
+                assert isinstance(block, types.TextContent)
+                if result.is_error:
+                    assert not block.text.startswith("refused"), (name, block.text)
+                    assert "—" in block.text or "needs" in block.text, (name, block.text)
+                elif tool.access == "write":
+                    assert json.loads(block.text)["dry_run"] is True, name
+
+    run(body)
