@@ -1,4 +1,4 @@
-"""Run the benchmarks and rewrite ``bench/RESULTS.md``: ``python -m bench.run [--only B1,B5,B7,B9] …``.
+"""Run the benchmarks and rewrite ``bench/RESULTS.md``: ``python -m bench.run [--only B1,B5,B7,B8,B9] …``.
 
 Only the sections of the benchmarks run are replaced; the others and the notes are kept as they are."""
 
@@ -21,6 +21,8 @@ from bench.b5 import B5Result, render_b5, run_b5
 from bench.b6 import B6Backend, B6Result, run_b6_backend, run_b6_render
 from bench.b6_broadcast import BroadcastRun, render_broadcast, run_broadcast
 from bench.b7 import B7Figure, B7Memory, B7Result, render_b7, run_b7_memory, run_b7_steps
+from bench.b8 import PROVIDERS as B8_PROVIDERS
+from bench.b8 import B8Result, render_b8, run_b8
 from bench.b9 import B9Result, run_b9
 from bench.load import pick_generator
 from bench.report import (
@@ -42,8 +44,8 @@ from bench.report import (
 from bench.server import BACKENDS, postgres_available, serving
 
 ROOT = Path(__file__).resolve().parents[1]
-# bench.report knows B1-B4, B6 and B9; B5 and B7 render their own sections (bench/b5.py, bench/b7.py).
-ALL_IDS = tuple(sorted({*BENCHMARK_IDS, "B5", "B7"}, key=lambda name: int(name[1:])))
+# bench.report knows B1-B4, B6 and B9; B5, B7 and B8 render their own sections (bench/b5.py, b7.py, b8.py).
+ALL_IDS = tuple(sorted({*BENCHMARK_IDS, "B5", "B7", "B8"}, key=lambda name: int(name[1:])))
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,13 @@ class Size:
     b7_workers: tuple[int, ...] = (2,)
     b7_memory_journeys: int = 1_000_000
     b7_memory_seconds: float = 30.0
+    # B8: journeys reaching the LLM action at once, the model's answer delay, providers measured, values of
+    # TIDINGS_AI_CONCURRENCY (None: the server's default), and runs of each (provider, setting) per backend.
+    b8_journeys: int = 1_000
+    b8_delay: float = 0.5
+    b8_providers: tuple[str, ...] = B8_PROVIDERS
+    b8_concurrency: tuple[int | None, ...] = (None, 128, 256)
+    b8_repeats: int = 3
 
 
 SIZES = {
@@ -147,6 +156,10 @@ SIZES = {
         b7_workers=(2,),
         b7_memory_journeys=5_000,
         b7_memory_seconds=3.0,
+        b8_journeys=100,
+        b8_providers=("openai", "anthropic"),
+        b8_concurrency=(None,),
+        b8_repeats=1,
     ),
 }
 
@@ -185,7 +198,7 @@ def wait_for_quiet(threshold: float, timeout: float) -> None:
 
 
 def write_results(path: Path, env: Environment, sections: dict[str, str], baseline: str) -> None:
-    """``bench.report.write_results`` over every benchmark id, B5 and B7 included: fresh header, the given
+    """``bench.report.write_results`` over every benchmark id, B5, B7 and B8 included: fresh header, the given
     sections, earlier sections of benchmarks not run, the notes kept as written."""
     previous = path.read_text() if path.exists() else ""
     kept = _sections(previous)
@@ -369,6 +382,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                     seconds=size.b7_memory_seconds,
                 )
             )
+    b8: list[B8Result] = []
+    skipped_b8: dict[str, str] = {}
+    for backend in backends if "B8" in only else ():
+        if backend == "postgres" and not postgres_available():
+            skipped_b8[backend] = "PostgreSQL is not reachable"
+            continue
+        print(f"B8 on {backend} …", flush=True)
+        wait_for_quiet(args.quiet_load, args.quiet_timeout)
+        b8.append(
+            run_b8(
+                backend,
+                args.workdir,
+                journeys=size.b8_journeys,
+                providers=size.b8_providers,
+                concurrencies=size.b8_concurrency,
+                repeats=args.repeats or size.b8_repeats,
+                delay=size.b8_delay,
+            )
+        )
     b9: B9Result | None = None
     if "B9" in only:
         print("B9 …", flush=True)
@@ -400,6 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     b7 = B7Result(size.b7_journeys, tuple(b7_figures), tuple(b7_memory))
     if "B7" in only:
         sections["B7"] = render_b7(b7, env.stamp, skipped_b57)
+    if "B8" in only:
+        sections["B8"] = render_b8(b8, env.stamp, skipped_b8)
     if b9 is not None:
         sections["B9"] = render_b9(b9, env)
     write_results(args.output, env, sections, summary(b1, b2, b9, env, b3, b4, b6))
@@ -413,6 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     correct = correct and (b6 is None or b6.correct)
     # B5: every measured message reached the sink; B7: every due journey moved on by exactly its steps.
     correct = correct and all(r.all_received for r in b5) and b7.complete
+    # B8: every journey completed with its own answer, one model request and one charge each.
+    correct = correct and all(r.correct for r in b8)
     return 0 if committed and correct else 1
 
 
