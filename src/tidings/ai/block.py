@@ -171,6 +171,8 @@ def _activity(
     }
     if failure is None:
         activity["fields"] = values
+        if state.get("errors"):
+            activity["errors"] = state["errors"]  # what the earlier attempts ran into
     else:
         activity["failure"] = failure
         activity["errors"] = state.get("errors", [])

@@ -34,7 +34,6 @@ import binascii
 import email.utils
 import importlib
 import json
-import sys
 import threading
 import time
 import uuid
@@ -265,6 +264,8 @@ async def aclose_clients() -> None:
 # --- The call ------------------------------------------------------------------------------------------
 
 
+_LOADED: set[str] = set()
+_IMPORT_LOCK = threading.Lock()
 _SDK_MODULES = {
     "anthropic": ("anthropic",),
     "openai": ("openai",),
@@ -274,10 +275,18 @@ _SDK_MODULES = {
 
 async def _load_sdk(provider: str) -> None:
     """Import a provider's SDK off the event loop the first time (a second or two each): the loop
-    meanwhile serves requests and other calls."""
-    missing = [name for name in _SDK_MODULES[provider] if name not in sys.modules]
-    if missing:
-        await asyncio.to_thread(lambda: [importlib.import_module(name) for name in missing])
+    meanwhile serves requests and other calls. A module being imported is already in ``sys.modules``
+    half-made, so callers wait for the provider to be marked loaded, not for the module to appear."""
+    if provider in _LOADED:
+        return
+    await asyncio.to_thread(_import_sdk, provider)
+
+
+def _import_sdk(provider: str) -> None:
+    with _IMPORT_LOCK:
+        for name in _SDK_MODULES[provider]:
+            importlib.import_module(name)
+        _LOADED.add(provider)
 
 
 def _require_available(model: ModelSpec) -> None:
