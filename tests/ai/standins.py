@@ -43,6 +43,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tidings.ai.catalogue import ModelSpec
+
 Provider = Literal["anthropic", "openai", "google"]
 
 
@@ -800,3 +802,24 @@ class StandIn:
         if not action.endswith(":generateContent"):
             return error_response("google", Fail(404, f"method {action.rsplit(':', 1)[-1]} is not served"))
         return await self._handle("google", request)
+
+
+def model_for(llm: StandIn, provider: Provider, **changes: Any) -> ModelSpec:
+    """A catalogue entry for ``provider`` pointing at the stand-in ``llm`` (fields overridable)."""
+    base_url = {
+        "anthropic": llm.anthropic_base_url,
+        "openai": llm.openai_base_url,
+        "google": llm.google_base_url,
+    }[provider]
+    fields: dict[str, Any] = {
+        "id": f"test-{provider}",
+        "provider": provider,
+        "model": f"{provider}-model-1",
+        "model_class": "quick",
+        "credits": 1.0,
+        "api_key": "test-key",
+        "base_url": base_url,
+        "timeout": 5.0,
+        "max_output_tokens": 321,
+    }
+    return ModelSpec(**(fields | changes))

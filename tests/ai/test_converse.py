@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.ai.standins import GOOGLE_SIGNATURE, CallTools, Fail, Refuse, Say, StandIn
+from tests.ai.standins import GOOGLE_SIGNATURE, CallTools, Fail, Refuse, Say, StandIn, model_for
 from tidings.ai import providers
 from tidings.ai.catalogue import ModelSpec, Provider
 from tidings.ai.providers import Message, ProviderError, ToolCall, ToolResult, ToolSpec, Turn
@@ -65,26 +65,6 @@ def llm(server: StandIn) -> Iterator[StandIn]:
     server.clear()
     server.answer = None
     server.delay = 0.0
-
-
-def model_for(llm: StandIn, provider: Provider, **changes: Any) -> ModelSpec:
-    base_url = {
-        "anthropic": llm.anthropic_base_url,
-        "openai": llm.openai_base_url,
-        "google": llm.google_base_url,
-    }[provider]
-    fields: dict[str, Any] = {
-        "id": f"test-{provider}",
-        "provider": provider,
-        "model": f"{provider}-model-1",
-        "model_class": "quick",
-        "credits": 1.0,
-        "api_key": "test-key",
-        "base_url": base_url,
-        "timeout": 5.0,
-        "max_output_tokens": 321,
-    }
-    return ModelSpec(**(fields | changes))
 
 
 def converse(
