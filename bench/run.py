@@ -96,7 +96,7 @@ class Size:
     b8_journeys: int = 1_000
     b8_delay: float = 0.5
     b8_providers: tuple[str, ...] = B8_PROVIDERS
-    b8_concurrency: tuple[int | None, ...] = (None, 128, 256)
+    b8_concurrency: tuple[int | None, ...] = (None, 64, 256)
     b8_repeats: int = 3
 
 

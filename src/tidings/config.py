@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     openai_model: str = "llama3.1"
     ai_timeout_seconds: float = 30.0
-    ai_concurrency: int = 64
+    ai_concurrency: int = 128
     # Credits a new account starts with (its first ledger entry), so a fresh install can try AI features.
     ai_initial_credits: float = 100.0
     # Shifts the clock (seconds); tests use it to move time without sleeping.
