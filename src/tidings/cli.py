@@ -190,7 +190,8 @@ def mcp_command() -> None:
 
     Configured by the environment: TIDINGS_MCP_APP_KEY (required), TIDINGS_MCP_URL (default
     http://127.0.0.1:8080), TIDINGS_MCP_SITE_ID and TIDINGS_MCP_TRACK_KEY (for tools that change people
-    and events), TIDINGS_MCP_BACKEND (tidings, customerio-us or customerio-eu)."""
+    and events), TIDINGS_MCP_BACKEND (tidings, customerio-us or customerio-eu); against Customer.io also
+    TIDINGS_MCP_PERMISSIONS (default read) and TIDINGS_MCP_AUDIT_FILE (default ~/.tidings/mcp-audit.jsonl)."""
     try:
         connection = Connection.from_environment()
     except ValueError as exc:
@@ -207,10 +208,14 @@ def ask_command(
     instruction: str,
     model: Annotated[str | None, typer.Option(help="A model id from `tidings ai models`")] = None,
     max_steps: Annotated[int, typer.Option(min=1, max=20)] = 10,
+    conversation: Annotated[
+        str | None, typer.Option(help="Continue this conversation (its id, printed by an earlier ask)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Ask the assistant (POST /v1/assistant on the server at TIDINGS_MCP_URL, as TIDINGS_MCP_APP_KEY;
-    TIDINGS_MCP_SITE_ID and TIDINGS_MCP_TRACK_KEY let it change people)."""
+    TIDINGS_MCP_SITE_ID and TIDINGS_MCP_TRACK_KEY let it change people). Prints the conversation's id:
+    pass it as --conversation to follow up."""
     connection = Connection.from_environment()
     if not connection.app_key:
         err.print("[red]error:[/red] set TIDINGS_MCP_APP_KEY to an App API key")
@@ -221,6 +226,8 @@ def ask_command(
     body: dict[str, Any] = {"instruction": instruction, "max_steps": max_steps}
     if model:
         body["model"] = model
+    if conversation:
+        body["conversation_id"] = conversation
     try:
         response = httpx.post(f"{connection.app_url}/v1/assistant", json=body, headers=headers, timeout=600)
     except httpx.HTTPError as exc:
@@ -237,6 +244,7 @@ def ask_command(
         mark = "ok" if made["ok"] else "refused/failed"
         err.print(f"[dim]→ {escape(made['tool'])} ({mark}{', dry run' if made['dry_run'] else ''})[/dim]")
     console.print(reply["answer"])
+    err.print(f"[dim]conversation {reply['conversation_id']} (follow up with --conversation)[/dim]")
 
 
 @workspace_app.command("create")

@@ -4,15 +4,21 @@ personal data in a call's arguments."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+from mcp import ClientSession, StdioServerParameters, stdio_client, types
 
+from tests.harness import TIDINGS
 from tidings.agents.client import ApiClient, Connection
 from tidings.agents.governance import Policy
-from tidings.agents.tools import Toolbox, mask
+from tidings.agents.mcp_server import StdioToolboxes, default_audit_file
+from tidings.agents.tools import ApiAuditor, FileAuditor, Toolbox, mask
 from tidings.agents.toolset import TOOLS
 
 Json = dict[str, Any]
@@ -202,6 +208,79 @@ def test_a_real_call_reaches_the_region_with_the_app_key() -> None:
     [request] = remote.requests
     assert str(request.url) == "https://api-eu.customer.io/v1/segments?limit=5"
     assert request.headers["authorization"] == "Bearer app-key"
+
+
+# -- the audit file (Customer.io has no audit endpoint) ----------------------------------------------------
+
+
+def test_calls_against_customerio_are_audited_in_a_local_file(tmp_path: Path) -> None:
+    remote = Remote(allow=True)
+    client = _customerio("us", remote)
+    audit = tmp_path / "audit" / "mcp.jsonl"
+    auditor = FileAuditor(audit, client, "mcp")
+    toolbox = Toolbox(TOOLS, client, Policy(frozenset({"read"}), "mcp"), auditor)
+
+    async def body() -> None:
+        try:
+            await toolbox.call("list_segments", {"limit": 5})
+            await toolbox.call("suppress_person", {"identifier": "ann@example.com", "dry_run": True})
+            await toolbox.call("delete_person", {"identifier": "ann@example.com"})
+        finally:
+            await client.aclose()
+
+    anyio.run(body)
+    entries = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(e["target"], e["new"]["ok"], e["new"]["dry_run"]) for e in entries] == [
+        ("list_segments", True, False),
+        ("suppress_person", True, True),
+        ("delete_person", False, False),
+    ]
+    assert all(e["action"] == "agent.mcp.tool_call" for e in entries)
+    assert {e["backend"] for e in entries} == {"https://api.customer.io"}
+    assert {e["key"] for e in entries} == {"…-key"}
+    assert entries[1]["new"]["arguments"] == {"identifier": "***@***"}
+    assert "write permission" in entries[2]["new"]["error"]
+    assert "app-key" not in audit.read_text()
+    assert len(remote.requests) == 1  # only the read reached "Customer.io"
+
+
+def test_the_stdio_server_audits_customerio_calls_to_the_configured_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    audit = tmp_path / "cio-audit.jsonl"
+    monkeypatch.setenv("TIDINGS_MCP_AUDIT_FILE", str(audit))
+    assert default_audit_file() == audit
+    customerio = StdioToolboxes(Connection.customerio("eu", "app-key"))
+    assert isinstance(customerio.auditor, FileAuditor)
+    assert customerio.auditor.path == audit
+    tidings = StdioToolboxes(Connection.tidings("http://127.0.0.1:1", "app-key"))
+    assert isinstance(tidings.auditor, ApiAuditor)
+    monkeypatch.delenv("TIDINGS_MCP_AUDIT_FILE")
+    assert default_audit_file() == Path.home() / ".tidings" / "mcp-audit.jsonl"
+
+    # End to end: `tidings mcp` against Customer.io, driven by the official MCP client; a dry run needs
+    # no network, so the only effect is the audit line.
+    env = {
+        **os.environ,
+        "TIDINGS_MCP_BACKEND": "customerio-eu",
+        "TIDINGS_MCP_APP_KEY": "cio-app-key-1234",
+        "TIDINGS_MCP_AUDIT_FILE": str(audit),
+    }
+    params = StdioServerParameters(command=str(TIDINGS), args=["mcp"], env=env)
+
+    async def body() -> types.CallToolResult:
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            return await session.call_tool("create_segment", {"name": "Pro", "dry_run": True})
+
+    result = anyio.run(body)
+    assert not result.is_error, result.content
+    [entry] = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert entry["target"] == "create_segment"
+    assert entry["backend"] == "https://api-eu.customer.io"
+    assert entry["key"] == "…1234"
+    assert entry["new"]["ok"] is True
+    assert entry["new"]["dry_run"] is True
 
 
 # -- masking -----------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import httpx2
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client, types
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from tests.harness import TIDINGS, Api, run_cli
 from tests.mail import ok
@@ -275,6 +276,91 @@ def test_the_workspace_schema_resource_and_the_prompts(api: Api, connect: Connec
             assert isinstance(content, types.TextContent)
             assert person in content.text
             assert "get_person_journeys" in content.text
+
+    run(body)
+
+
+def test_resource_templates_read_through_the_tools_governance(api: Api, connect: Connect) -> None:
+    person = f"tmpl-{uuid.uuid4().hex[:8]}"
+    email = f"{person}@example.com"
+    assert (
+        api.track.put(f"/api/v1/customers/{person}", json={"email": email, "plan": "gold"}).status_code == 200
+    )
+    segment = ok(api.app.post("/v1/segments", json={"segment": {"name": f"Gold {person}"}}))["segment"]
+    reader = _key(api, "read")
+
+    async def body() -> None:
+        async with connect(api) as session:
+            listed = await session.list_resource_templates()
+            assert {t.uri_template for t in listed.resource_templates} == {
+                "tidings://people/{id_type}/{identifier}",
+                "tidings://segments/{segment_id}",
+                "tidings://campaigns/{campaign_id}",
+            }
+            read = await session.read_resource(f"tidings://people/email/{email.replace('@', '%40')}")
+            block = read.contents[0]
+            assert isinstance(block, types.TextResourceContents)
+            profile = json.loads(block.text)
+            assert profile["customer"]["attributes"]["plan"] == "gold"
+            assert profile["customer"]["id"] == person
+            found = await session.read_resource(f"tidings://segments/{segment['id']}")
+            block = found.contents[0]
+            assert isinstance(block, types.TextResourceContents)
+            assert json.loads(block.text)["segment"]["name"] == f"Gold {person}"
+            with pytest.raises(MCPError, match="segment_id must be a number"):
+                await session.read_resource("tidings://segments/gold")
+            with pytest.raises(MCPError, match="check the id"):
+                await session.read_resource("tidings://campaigns/987654")
+            with pytest.raises(MCPError, match="unknown resource"):
+                await session.read_resource("tidings://invoices/1")
+        # A key without read_pii may read a segment but not a person.
+        async with connect(api, reader) as session:
+            with pytest.raises(MCPError, match="read_pii"):
+                await session.read_resource(f"tidings://people/id/{person}")
+            await session.read_resource(f"tidings://segments/{segment['id']}")
+
+    run(body)
+    entries = _audit(api)
+    reads = [e for e in entries if e["target"] == "get_person_attributes"]
+    assert [e["new"]["ok"] for e in reads][:2] == [False, True]
+    assert reads[1]["new"]["arguments"] == {"id_type": "email", "identifier": "***@***"}
+
+
+def test_completions_offer_ids_names_and_identifier_types(api: Api, connect: Connect) -> None:
+    tag = uuid.uuid4().hex[:6]
+    definition = {
+        "name": f"Welcome {tag}",
+        "trigger": {"type": "event", "event": "never-sent"},
+        "steps": [{"id": "wait", "type": "delay", "duration": "1d"}],
+    }
+    made = ok(api.app.post("/v1/campaigns", json=definition))["campaign"]
+    segment = ok(api.app.post("/v1/segments", json={"segment": {"name": f"S {tag}"}}))["segment"]
+
+    async def body() -> None:
+        async with connect(api) as session:
+            initialized = session.initialize_result
+            assert initialized is not None
+            assert initialized.capabilities.completions is not None
+            prompt = types.PromptReference(type="ref/prompt", name="campaign_report")
+            names = await session.complete(prompt, {"name": "campaign", "value": f"welcome {tag}"[:10]})
+            assert f"Welcome {tag}" in names.completion.values
+            ids = await session.complete(prompt, {"name": "campaign", "value": str(made["id"])})
+            assert str(made["id"]) in ids.completion.values
+            people = await session.complete(
+                types.PromptReference(type="ref/prompt", name="why_no_message"),
+                {"name": "person", "value": ""},
+            )
+            assert people.completion.values == []
+            segments = types.ResourceTemplateReference(
+                type="ref/resource", uri="tidings://segments/{segment_id}"
+            )
+            offered = await session.complete(segments, {"name": "segment_id", "value": ""})
+            assert str(segment["id"]) in offered.completion.values
+            person = types.ResourceTemplateReference(
+                type="ref/resource", uri="tidings://people/{id_type}/{identifier}"
+            )
+            kinds = await session.complete(person, {"name": "id_type", "value": "e"})
+            assert kinds.completion.values == ["email"]
 
     run(body)
 

@@ -12,7 +12,8 @@ Every request is recorded (provider, path, headers, parsed body). What the "mode
 the next scripted step (``llm.script``), else ``llm.answer(request)`` when set, else an object that
 satisfies the JSON schema the request asked for — or, for a tool-calling request (tools offered, no
 schema), the final answer ``Say("ok")``. ``CallTools`` makes the model call tools, in each provider's
-wire format; ``Recorded.tools`` and ``Recorded.tool_results`` tell what a request offered and fed back.
+wire format; ``Recorded.tools``, ``Recorded.tool_results`` and ``Recorded.model_turns`` tell what a
+request offered, fed back and replayed of the model's earlier turns.
 ``llm.delay`` is added before every answer. ``llm.peak_in_flight`` and ``llm.peak_for(provider)`` tell
 how many requests were being served at once.
 
@@ -245,6 +246,33 @@ class Recorded:
                     if isinstance(response, dict):
                         found.append((str(response.get("name")), _response_text(response.get("response"))))
         return found
+
+    @property
+    def model_turns(self) -> list[tuple[str, list[str]]]:
+        """The model's own earlier turns the request's conversation replays, as (text, names of the tools
+        the turn called): Anthropic ``assistant`` messages, OpenAI ``assistant`` messages, Gemini
+        ``model`` contents."""
+        turns: list[tuple[str, list[str]]] = []
+        if self.provider == "google":
+            for content in self.body.get("contents") or []:
+                if isinstance(content, dict) and content.get("role") == "model":
+                    parts = [p for p in content.get("parts") or [] if isinstance(p, dict)]
+                    calls = [str(p["functionCall"].get("name")) for p in parts if "functionCall" in p]
+                    turns.append((_text_of(parts), calls))
+            return turns
+        for message in self.body.get("messages") or []:
+            if not isinstance(message, dict) or message.get("role") != "assistant":
+                continue
+            if self.provider == "anthropic":
+                blocks = message.get("content")
+                blocks = blocks if isinstance(blocks, list) else []
+                calls = [
+                    str(b.get("name")) for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use"
+                ]
+            else:
+                calls = [str((c.get("function") or {}).get("name")) for c in message.get("tool_calls") or []]
+            turns.append((_text_of(message.get("content")), calls))
+        return turns
 
     @property
     def max_output_tokens(self) -> int | None:

@@ -3,7 +3,11 @@
 The assistant takes an instruction and runs a tool-calling loop with a catalogue model over the same tools
 and governance as the MCP server (surface ``assistant``: the AI toggle, and live data only when the
 account allows it and the key may). Every model turn spends the model's credits; every tool call is
-audited as ``agent.assistant.tool_call``. The answer comes back with the calls it made.
+audited as ``agent.assistant.tool_call``. The answer comes back with the calls it made. Instructions
+belong to conversations (:mod:`tidings.agents.conversations`): a later instruction in the same
+conversation reaches the model after the earlier ones, their tool calls and results, and the answers.
+``run`` yields the request's events as they happen (what the streaming API sends); ``finish`` waits for
+the reply.
 
 The segment builder turns a description into a segment condition document, checked by the segment
 grammar before it is returned (a document that does not parse goes back to the model with the error,
@@ -13,11 +17,13 @@ within three attempts).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
+from tidings.agents import conversations
 from tidings.agents.client import ApiClient
 from tidings.agents.governance import Policy
 from tidings.agents.tools import ApiAuditor, Toolbox
@@ -56,8 +62,8 @@ class Reply:
     model: str
     credits_used: float
     steps: int
-    stopped: str | None = None
-    log: list[str] = field(default_factory=list)
+    stopped: str | None
+    conversation_id: str
 
     def view(self) -> dict[str, Any]:
         return {
@@ -67,7 +73,18 @@ class Reply:
             "credits_used": self.credits_used,
             "steps": self.steps,
             "stopped": self.stopped,
+            "conversation_id": self.conversation_id,
         }
+
+
+@dataclass(frozen=True)
+class Event:
+    """What a running request has to tell, in order: ``text`` (what a model turn said) and ``tool_call``
+    (a call record as in the reply's ``calls``, once the call is done) as they happen, and last ``done``
+    (the reply)."""
+
+    name: Literal["text", "tool_call", "done"]
+    data: dict[str, Any]
 
 
 def _prepare(
@@ -77,20 +94,32 @@ def _prepare(
     return ai, model, ai_settings.business_context(session, ws.workspace_id)
 
 
-async def ask(
+async def run(
     db: Database,
     ws: WorkspaceContext,
     client: ApiClient,
     instruction: str,
     *,
+    conversation_id: str | None = None,
     model_id: str | None = None,
     max_steps: int = 10,
     now: int,
-) -> Reply:
+) -> AsyncGenerator[Event, None]:
+    """Run one instruction, in the conversation ``conversation_id`` (its messages go to the model first,
+    and with no ``model_id`` its model answers again) or in a new one, yielding its events.
+
+    Whatever fails before the first event (bad input, AI off, an unknown conversation, no credits for the
+    first turn, a failed first model call) fails before anything was done, so callers can still answer
+    it as an ordinary error. The request's turns are added to the conversation when the loop ends — with
+    an answer, at ``max_steps`` or out of credits alike — and not at all when it fails."""
     if not isinstance(instruction, str) or not instruction.strip():
         raise InvalidInput("instruction is required (text)", field="instruction")
     if not 1 <= max_steps <= MAX_STEPS:
         raise InvalidInput(f"max_steps must be 1 to {MAX_STEPS}", field="max_steps")
+    history: list[providers.Message] = []
+    if conversation_id is not None:
+        found = await db.read(lambda s: conversations.find(s, ws, conversation_id))
+        history, model_id = found.messages, model_id or found.model
     ai, model, business = await db.read(lambda s: _prepare(s, ws, model_id))
     policy = Policy(
         ws.permissions,
@@ -103,23 +132,34 @@ async def ask(
     specs = [providers.ToolSpec(t.name, t.description, t.schema) for t in toolbox.available()]
     system = llm.instructions(ai, business, ASSISTANT_TASK)
     safety = (ai.safety_thresholds or None) if model.provider == "google" else None
-    messages: list[providers.Message] = [{"role": "user", "text": instruction}]
+    turns: list[providers.Message] = [{"role": "user", "text": instruction}]
     spent = 0.0
+    answer, steps = "", 0
+    # Why the loop ended without an answer: max_steps, or no_credits; None once the model answered.
+    stopped: str | None = "max_steps"
     for step in range(1, max_steps + 1):
-
-        async def call() -> providers.Turn:
-            return await providers.converse(model, system, messages, specs, safety=safety)
-
         try:
-            turn: providers.Turn = await authoring.paid_call(db, ws, model, call, "assistant", now)
+            turn: providers.Turn = await authoring.paid_call(
+                db,
+                ws,
+                model,
+                lambda: providers.converse(model, system, [*history, *turns], specs, safety=safety),
+                "assistant",
+                now,
+            )
         except OutOfCredits:
             if step == 1:
                 raise
-            return Reply("", toolbox.calls, model.id, spent, step - 1, stopped="no_credits")
+            answer, stopped = "", "no_credits"
+            break
         spent = round(spent + model.credits, 3)
+        answer, steps = turn.text or "", step
+        if turn.text:
+            yield Event("text", {"text": turn.text})
+        turns.append({"role": "assistant", "text": turn.text, "tool_calls": turn.tool_calls})
         if not turn.tool_calls:
-            return Reply(turn.text or "", toolbox.calls, model.id, spent, step)
-        messages.append({"role": "assistant", "text": turn.text, "tool_calls": turn.tool_calls})
+            stopped = None
+            break
         results: list[providers.ToolResult] = []
         for tool_call in turn.tool_calls:
             outcome = await toolbox.call(tool_call.name, tool_call.arguments)
@@ -129,8 +169,22 @@ async def ask(
             )
             toolbox.calls[-1]["result"] = outcome.data if outcome.ok else None
             toolbox.calls[-1]["error"] = outcome.error
-        messages.append({"role": "tool", "results": results})
-    return Reply(turn.text or "", toolbox.calls, model.id, spent, max_steps, stopped="max_steps")
+            yield Event("tool_call", toolbox.calls[-1])
+        turns.append({"role": "tool", "results": results})
+    kept = await db.write(
+        lambda s: conversations.record(s, ws, conversation_id, turns, model=model.id, now=now)
+    )
+    reply = Reply(answer, toolbox.calls, model.id, spent, steps, stopped, kept)
+    yield Event("done", reply.view())
+
+
+async def finish(events: AsyncIterator[Event]) -> dict[str, Any]:
+    """Run a request to its end, for callers that want only the reply."""
+    reply: dict[str, Any] = {}
+    async for event in events:
+        # The last event is always done, with the reply.
+        reply = event.data
+    return reply
 
 
 # -- the segment builder ---------------------------------------------------------------------------------

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,8 +28,8 @@ from mcp.shared.exceptions import MCPError
 from tidings import __version__
 from tidings.agents.client import ApiClient, ApiError, Connection
 from tidings.agents.governance import Policy
-from tidings.agents.tools import ApiAuditor, Outcome, Toolbox
-from tidings.agents.toolset import TOOLS
+from tidings.agents.tools import ApiAuditor, Auditor, FileAuditor, Outcome, Toolbox
+from tidings.agents.toolset import ID_TYPES, TOOLS
 
 SCHEMA_URI = "tidings://workspace/schema"
 PAGE = 100
@@ -71,6 +74,88 @@ PROMPTS: dict[str, tuple[str, list[types.PromptArgument], Callable[[dict[str, st
         ),
     ),
 }
+
+
+@dataclass(frozen=True)
+class Template:
+    """A resource template: reading one of its URIs calls ``tool`` with the URI's parts as arguments, so
+    the tool's permission, governance and audit entry apply as if the agent had called it."""
+
+    uri_template: str
+    name: str
+    title: str
+    description: str
+    tool: str
+    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.uri_template))
+        object.__setattr__(self, "pattern", re.compile(regex))
+
+    def arguments(self, uri: str) -> dict[str, Any] | None:
+        """The tool's arguments for ``uri``, or None when the URI is not one of this template's. Raises
+        ``ValueError`` for a part of the wrong type."""
+        found = self.pattern.fullmatch(uri)
+        if found is None:
+            return None
+        args: dict[str, Any] = {}
+        for name, value in found.groupdict().items():
+            text = urllib.parse.unquote(value)
+            if name.endswith("_id"):
+                if not text.isdigit():
+                    raise ValueError(f"{name} must be a number, not {text!r}")
+                args[name] = int(text)
+            else:
+                args[name] = text
+        return args
+
+
+TEMPLATES = [
+    Template(
+        "tidings://people/{id_type}/{identifier}",
+        "person",
+        "Person profile",
+        f"A person's attributes, identifiers and devices; id_type is one of {', '.join(ID_TYPES)} "
+        "(needs the read_pii permission).",
+        "get_person_attributes",
+    ),
+    Template(
+        "tidings://segments/{segment_id}",
+        "segment",
+        "Segment",
+        "One segment with its conditions, state and member count.",
+        "get_segment",
+    ),
+    Template(
+        "tidings://campaigns/{campaign_id}",
+        "campaign",
+        "Campaign",
+        "One campaign: state, version and (on Tidings) its definition.",
+        "get_campaign",
+    ),
+]
+# Completions offer at most this many values (the MCP limit).
+COMPLETIONS = 100
+
+
+async def complete(client: ApiClient, argument: str, typed: str) -> list[str]:
+    """Values for a prompt or resource-template argument that start with what was typed: campaign and
+    segment ids (and, for a prompt's ``campaign``, names), and the identifier types. People are never
+    offered: their identifiers are personal data."""
+    if argument == "id_type":
+        candidates = list(ID_TYPES)
+    elif argument in ("campaign", "campaign_id"):
+        campaigns = (await client.app("GET", "/v1/campaigns")).get("campaigns", [])
+        candidates = [str(c["id"]) for c in campaigns]
+        if argument == "campaign":
+            candidates += [str(c["name"]) for c in campaigns if c.get("name")]
+    elif argument == "segment_id":
+        segments = (await client.app("GET", "/v1/segments")).get("segments", [])
+        candidates = [str(s["id"]) for s in segments]
+    else:
+        return []
+    lowered = typed.lower()
+    return [value for value in dict.fromkeys(candidates) if value.lower().startswith(lowered)]
 
 
 @dataclass
@@ -197,13 +282,54 @@ def build(
             ]
         )
 
+    async def list_resource_templates(
+        ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(
+            resource_templates=[
+                types.ResourceTemplate(
+                    uri_template=t.uri_template,
+                    name=t.name,
+                    title=t.title,
+                    description=t.description,
+                    mime_type="application/json",
+                )
+                for t in TEMPLATES
+            ]
+        )
+
     async def read_resource(
         ctx: ServerRequestContext, params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
-        if str(params.uri) != SCHEMA_URI:
-            raise MCPError(
-                code=types.INVALID_PARAMS, message=f"unknown resource {params.uri}; read {SCHEMA_URI}"
-            )
+        uri = str(params.uri)
+        if uri == SCHEMA_URI:
+            return await read_schema(ctx)
+        for template in TEMPLATES:
+            try:
+                arguments = template.arguments(uri)
+            except ValueError as exc:
+                raise MCPError(code=types.INVALID_PARAMS, message=f"{uri}: {exc}") from None
+            if arguments is not None:
+                return await read_template(ctx, uri, template, arguments)
+        known = ", ".join([SCHEMA_URI, *(t.uri_template for t in TEMPLATES)])
+        raise MCPError(code=types.INVALID_PARAMS, message=f"unknown resource {uri}; known: {known}")
+
+    async def read_template(
+        ctx: ServerRequestContext, uri: str, template: Template, arguments: dict[str, Any]
+    ) -> types.ReadResourceResult:
+        toolbox = await admitted(ctx)
+        try:
+            outcome = await toolbox.call(template.tool, arguments)
+        finally:
+            await done(toolbox)
+        if not outcome.ok:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"{uri}: {outcome.error}")
+        text = json.dumps(outcome.data, default=str)
+        return types.ReadResourceResult(
+            contents=[types.TextResourceContents(uri=uri, mime_type="application/json", text=text)]
+        )
+
+    async def read_schema(ctx: ServerRequestContext) -> types.ReadResourceResult:
         toolbox = await admitted(ctx)
         started = time.monotonic()
         try:
@@ -219,6 +345,30 @@ def build(
                     uri=SCHEMA_URI, mime_type="application/json", text=json.dumps(schema)
                 )
             ]
+        )
+
+    async def completion(
+        ctx: ServerRequestContext, params: types.CompleteRequestParams
+    ) -> types.CompleteResult:
+        ref = params.ref
+        known = (
+            ref.name in PROMPTS
+            if isinstance(ref, types.PromptReference)
+            else any(t.uri_template == ref.uri for t in TEMPLATES)
+        )
+        values: list[str] = []
+        if known:
+            toolbox = await admitted(ctx)
+            try:
+                values = await complete(toolbox.client, params.argument.name, params.argument.value)
+            except ApiError:
+                values = []  # nothing to offer beats an error while the user types
+            finally:
+                await done(toolbox)
+        return types.CompleteResult(
+            completion=types.Completion(
+                values=values[:COMPLETIONS], total=len(values), has_more=len(values) > COMPLETIONS
+            )
         )
 
     async def list_prompts(
@@ -260,7 +410,9 @@ def build(
         on_list_tools=list_tools,
         on_call_tool=call_tool,
         on_list_resources=list_resources,
+        on_list_resource_templates=list_resource_templates,
         on_read_resource=read_resource,
+        on_completion=completion,
         on_list_prompts=list_prompts,
         on_get_prompt=get_prompt,
     )
@@ -292,18 +444,32 @@ async def workspace_schema(client: ApiClient, *, personal: bool) -> dict[str, An
 # -- stdio -----------------------------------------------------------------------------------------------
 
 
-class StdioToolboxes:
-    """One connection, one key (from the environment): the toolbox is made once, its policy refreshed."""
+def default_audit_file() -> Path:
+    """Where calls against Customer.io are audited: ``TIDINGS_MCP_AUDIT_FILE``, else
+    ``~/.tidings/mcp-audit.jsonl``."""
+    configured = os.environ.get("TIDINGS_MCP_AUDIT_FILE")
+    return Path(configured).expanduser() if configured else Path.home() / ".tidings" / "mcp-audit.jsonl"
 
-    def __init__(self, connection: Connection) -> None:
+
+class StdioToolboxes:
+    """One connection, one key (from the environment): the toolbox is made once, its policy refreshed.
+    Calls are audited in Tidings' audit log, or, against Customer.io (which has no endpoint for it), in
+    a local JSON-lines file."""
+
+    def __init__(self, connection: Connection, *, audit_file: Path | None = None) -> None:
         self.client = ApiClient(connection)
+        self.auditor: Auditor = (
+            ApiAuditor(self.client, "mcp")
+            if connection.backend == "tidings"
+            else FileAuditor(audit_file or default_audit_file(), self.client, "mcp")
+        )
         self.session: Session | None = None
 
     async def __call__(self, ctx: ServerRequestContext) -> Toolbox:
         now = time.monotonic()
         if self.session is None:
             policy = await current_policy(self.client)
-            self.session = Session(Toolbox(TOOLS, self.client, policy, ApiAuditor(self.client, "mcp")), now)
+            self.session = Session(Toolbox(TOOLS, self.client, policy, self.auditor), now)
         elif now - self.session.policy_read_at > 5:
             self.session.toolbox.policy = await current_policy(self.client)
             self.session.policy_read_at = now

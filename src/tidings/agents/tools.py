@@ -8,10 +8,13 @@ valid ids, which permission or setting is missing, how long to wait).
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import jsonschema
@@ -191,6 +194,23 @@ class Toolbox:
         return Outcome(True, data=data, dry_run=dry_run, live=live)
 
 
+def _audit_entry(
+    surface: str, tool: str, arguments: dict[str, Any], outcome: Outcome, duration_ms: int
+) -> dict[str, Any]:
+    return {
+        "action": f"agent.{surface}.tool_call",
+        "target": tool,
+        "new": {
+            "arguments": mask(arguments),
+            "dry_run": outcome.dry_run,
+            "live": outcome.live,
+            "ok": outcome.ok,
+            "error": outcome.error,
+            "duration_ms": duration_ms,
+        },
+    }
+
+
 class ApiAuditor:
     """Audit entries written through the App API (``POST /v1/audit_log``), as the key that made the call."""
 
@@ -199,17 +219,28 @@ class ApiAuditor:
         self.surface = surface
 
     async def record(self, tool: str, arguments: dict[str, Any], outcome: Outcome, duration_ms: int) -> None:
-        entry = {
-            "action": f"agent.{self.surface}.tool_call",
-            "target": tool,
-            "new": {
-                "arguments": mask(arguments),
-                "dry_run": outcome.dry_run,
-                "live": outcome.live,
-                "ok": outcome.ok,
-                "error": outcome.error,
-                "duration_ms": duration_ms,
-            },
-        }
-        if self.client.backend == "tidings":
-            await self.client.app("POST", "/v1/audit_log", json=entry)
+        entry = _audit_entry(self.surface, tool, arguments, outcome, duration_ms)
+        await self.client.app("POST", "/v1/audit_log", json=entry)
+
+
+class FileAuditor:
+    """Audit entries appended to a JSON-lines file: for Customer.io's backend, which has no endpoint to
+    write them to. Each line is one entry shaped as ``GET /v1/audit_log`` shows them, plus the time, the
+    backend's host and the last four characters of the key (never the key)."""
+
+    def __init__(self, path: Path, client: ApiClient, surface: str) -> None:
+        self.path = path
+        self.surface = surface
+        self.host = client.connection.app_url
+        self.key_hint = "…" + client.connection.app_key[-4:]
+
+    def _append(self, line: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One write per line, in append mode: lines from several processes interleave whole.
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write(line)
+
+    async def record(self, tool: str, arguments: dict[str, Any], outcome: Outcome, duration_ms: int) -> None:
+        entry = _audit_entry(self.surface, tool, arguments, outcome, duration_ms)
+        entry |= {"at": int(time.time()), "backend": self.host, "key": self.key_hint}
+        await asyncio.to_thread(self._append, json.dumps(entry, default=str) + "\n")

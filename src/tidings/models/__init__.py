@@ -1,6 +1,7 @@
 """ORM tables, one module per aggregate. Importing this package registers every table."""
 
 from tidings.models.ai import AccountAi, AuditEntry, CreditEntry, DataIndexEntry
+from tidings.models.assistant import AssistantConversation
 from tidings.models.base import Base
 from tidings.models.campaign import (
     BroadcastTrigger,
@@ -30,6 +31,7 @@ __all__ = [
     "Activity",
     "AddressSuppression",
     "AnonymousProfile",
+    "AssistantConversation",
     "AuditEntry",
     "Base",
     "BroadcastTrigger",
