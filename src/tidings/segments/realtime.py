@@ -5,9 +5,10 @@ Ingestion services say what they touched (:func:`touched`: people and dependency
 ``attr:plan``, ``event:event:purchase``, ``device``, ``object:1``, ``segment:7``, or ``*`` for everything).
 Nothing is evaluated then: the keys collect on the session, and just before the transaction commits
 (SQLAlchemy's ``before_commit``) one pass evaluates each affected segment for all the people a group
-commit touched, in one query per segment — the same SQL a bulk build runs, restricted to those people. The
-pass follows segment dependencies in order, so a change of membership in one segment re-evaluates the
-segments that use it ("in segment" conditions) in the same transaction.
+commit touched — the same SQL a bulk build runs, restricted to those people. The pass follows segment
+dependencies level by level (see :func:`dependency_levels`), so a change of membership in one segment
+re-evaluates the segments that use it ("in segment" conditions) in the same transaction; the segments of
+one level are judged together, in one query for up to ``BATCH`` of them.
 
 Entries and exits are written as :class:`SegmentTransition` rows (the internal events campaigns trigger
 on) and as ``entered_segment`` / ``exited_segment`` activities. For segments with time-dependent conditions
@@ -26,9 +27,21 @@ import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, bindparam, delete, event, func, insert, literal, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    bindparam,
+    delete,
+    event,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.orm import Session
 
 from tidings import signals
@@ -49,6 +62,7 @@ from tidings.segments.conditions import (
     parse,
 )
 
+T = TypeVar("T")
 EVERYTHING = "*"
 # A person was just created: the segments a person with no data can be in, plus whatever other keys the
 # creating call names (the attributes it set, the event it recorded).
@@ -135,6 +149,9 @@ class Definitions:
     users: dict[int, tuple[int, ...]]
     # Segments a person with no attributes, events, devices or relationships may be in.
     on_create: frozenset[int] = frozenset()
+    # ``ordered`` cut into dependency levels: a segment's level is one more than the highest level of the
+    # segments it uses, so no segment uses another of its own level and a level is evaluated at once.
+    levels: tuple[tuple[Definition, ...], ...] = ()
 
     def affected(self, keys: set[str]) -> set[int]:
         if EVERYTHING in keys:
@@ -195,6 +212,7 @@ def load_definitions(session: Session, workspace_id: int, version: int) -> Defin
         {k: tuple(v) for k, v in by_key.items()},
         {k: tuple(v) for k, v in users.items()},
         frozenset(segment_id for segment_id, result in empty.items() if result is not False),
+        dependency_levels(ordered),
     )
 
 
@@ -230,6 +248,18 @@ def _empty_result(condition: Condition, segments: dict[int, bool | None]) -> boo
     else:  # device, object, message
         result = False
     return None if result is None else result != inverse
+
+
+def dependency_levels(ordered: tuple[Definition, ...]) -> tuple[tuple[Definition, ...], ...]:
+    """``ordered`` (dependency order) grouped by level. A segment of a cycle that slipped in sees the
+    segments not yet levelled as level 0, as ``dependency_order`` evaluates them in id order."""
+    level: dict[int, int] = {}
+    for definition in ordered:
+        level[definition.id] = 1 + max((level.get(u, -1) for u in definition.deps.segments), default=-1)
+    grouped: dict[int, list[Definition]] = defaultdict(list)
+    for definition in ordered:
+        grouped[level[definition.id]].append(definition)
+    return tuple(tuple(grouped[n]) for n in sorted(grouped))
 
 
 def dependency_order(found: dict[int, Definition]) -> list[int]:
@@ -310,17 +340,17 @@ def run(
     if postgres:
         _lock_people(session, sorted(set().union(*work.values())))
         locked = _lock_segments(session, sorted(work))
-    for definition in index.ordered:
-        person_ids = work.pop(definition.id, None)
-        if not person_ids:
+    for level in index.levels:
+        batch = [(d, work.pop(d.id)) for d in level if work.get(d.id)]
+        if not batch:
             continue
-        if postgres and definition.id not in locked:
-            locked |= _lock_segments(session, [definition.id])
-        changed = evaluate(session, workspace_id, definition, sorted(person_ids), now=now, sink=moves)
-        if fresh:
-            changed |= person_ids & fresh
-        for user in index.users.get(definition.id, ()):
-            work[user].update(changed)
+        if postgres and (unlocked := sorted(d.id for d, _ in batch if d.id not in locked)):
+            locked |= _lock_segments(session, unlocked)
+        changed = evaluate(session, workspace_id, batch, now=now, sink=moves)
+        for definition, person_ids in batch:
+            moved = changed[definition.id] | (person_ids & fresh if fresh else set())
+            for user in index.users.get(definition.id, ()):
+                work[user].update(moved)
     _write_moves(session, workspace_id, moves, now=now)
 
 
@@ -353,43 +383,45 @@ def lock_for_build(session: Session, segment_id: int) -> None:
         session.execute(select(func.pg_advisory_xact_lock(SEGMENT_LOCK, segment_id)))
 
 
-# Real-time statements, built once per segment condition and workspace and kept: building a condition's
-# SQL costs far more than running it for a handful of people (measured ~1 ms a segment). They are live
-# (see compiler.Context): the time is bound when they execute.
+# Real-time statements, built once per batch of segment conditions and workspace and kept: building a
+# condition's SQL costs far more than running it for a handful of people (measured ~1 ms a segment). They
+# are live (see compiler.Context): the time is bound when they execute.
 _STATEMENTS: OrderedDict[
-    tuple[Condition, int, int, bool], tuple[Select[Any], Callable[[int], dict[str, Any]]]
+    tuple[tuple[tuple[Condition, int], ...], int, bool], tuple[Select[Any], Callable[[int], dict[str, Any]]]
 ] = OrderedDict()
 _STATEMENTS_MAX = 1024
 _statements_lock = threading.Lock()
+# Segments judged per statement: each adds two or three columns (PostgreSQL allows 1,664).
+BATCH = 100
 
 
 def _people_statement(
-    workspace_id: int, definition: Definition, postgres: bool
+    workspace_id: int, batch: tuple[Definition, ...], postgres: bool
 ) -> tuple[Select[Any], Callable[[int], dict[str, Any]]]:
-    """Per person of ``:ids``: does the condition hold, were they a member, and (time-dependent segments)
-    when can the result next flip."""
-    # The condition itself is part of the key (it is hashable): one process may serve several databases
-    # (tests, tools) where the same segment id and generation mean different conditions.
-    key = (definition.condition, definition.id, workspace_id, postgres)
+    """Per person of ``:ids`` and segment ``i`` of ``batch``: does its condition hold (``m{i}``), were they
+    a member (``w{i}``), and, for time-dependent segments, when can the result next flip (``d{i}``). One
+    statement for many segments: on PostgreSQL each statement is a round trip, and a change often
+    affects dozens of segments."""
+    # The conditions themselves are part of the key (they are hashable): one process may serve several
+    # databases (tests, tools) where the same segment id means different conditions.
+    key = (tuple((d.condition, d.id) for d in batch), workspace_id, postgres)
     with _statements_lock:
         cached = _STATEMENTS.get(key)
         if cached is not None:
             _STATEMENTS.move_to_end(key)
             return cached
     ctx = compiler.Context(workspace_id=workspace_id, now=0, live=True)
-    was = (
-        select(literal(1))
-        .where(SegmentMembership.segment_id == definition.id, SegmentMembership.person_id == Person.id)
-        .exists()
-    )
-    columns: list[Any] = [
-        Person.id,
-        compiler.predicate(definition.condition, ctx).label("match"),
-        was.label("was"),
-    ]
-    due = compiler.next_change(definition.condition, ctx) if definition.deps.timed else None
-    if due is not None:
-        columns.append(due.label("due"))
+    columns: list[Any] = [Person.id]
+    for i, definition in enumerate(batch):
+        was = (
+            select(literal(1))
+            .where(SegmentMembership.segment_id == definition.id, SegmentMembership.person_id == Person.id)
+            .exists()
+        )
+        columns += [compiler.predicate(definition.condition, ctx).label(f"m{i}"), was.label(f"w{i}")]
+        due = compiler.next_change(definition.condition, ctx) if definition.deps.timed else None
+        if due is not None:
+            columns.append(due.label(f"d{i}"))
     statement = select(*columns).where(
         _workspace(workspace_id), Person.id.in_(bindparam("ids", expanding=True))
     )
@@ -410,46 +442,94 @@ def _workspace(workspace_id: int) -> ColumnElement[bool]:
 def evaluate(
     session: Session,
     workspace_id: int,
-    definition: Definition,
-    person_ids: list[int],
+    work: list[tuple[Definition, set[int]]],
     *,
     now: int,
-    emit: bool = True,
-    sink: Moves | None = None,
-) -> set[int]:
-    """Bring ``definition``'s membership up to date for these people; return those who entered or left.
-    One statement per chunk reads everything needed (match, membership, next flip). With ``sink``, the
-    moves' transitions and activities are left there for the caller to write in one go."""
+    sink: Moves,
+) -> dict[int, set[int]]:
+    """Bring each segment's membership up to date for its people; return, per segment, those who entered
+    or left. The segments must not use one another (one dependency level). One statement per batch of
+    segments and chunk of people reads everything needed (match, membership, next flip); the moves'
+    transitions and activities are left in ``sink`` for the caller to write in one go."""
     postgres = session.get_bind().dialect.name == "postgresql"
-    statement, time_values = _people_statement(workspace_id, definition, postgres)
-    times = time_values(now)
-    changed: set[int] = set()
-    for chunk in _chunks(person_ids, CHUNK):
-        rows = session.execute(statement, {"ids": chunk, **times}).all()
-        matching = {row.id for row in rows if row.match}
-        before = {row.id for row in rows if row.was}
-        changed |= _apply(session, workspace_id, definition, matching, before, now=now, emit=emit, sink=sink)
-        if definition.deps.timed:
-            session.execute(
-                delete(SegmentTimer).where(
-                    SegmentTimer.segment_id == definition.id, SegmentTimer.person_id.in_(chunk)
+    changed: dict[int, set[int]] = {definition.id: set() for definition, _ in work}
+    for start in range(0, len(work), BATCH):
+        batch = work[start : start + BATCH]
+        definitions = tuple(definition for definition, _ in batch)
+        statement, time_values = _people_statement(workspace_id, definitions, postgres)
+        times = time_values(now)
+        people = sorted(set().union(*(person_ids for _, person_ids in batch)))
+        for chunk in _chunks(people, CHUNK):
+            rows = session.execute(statement, {"ids": chunk, **times}).mappings().all()
+            entered: list[tuple[int, int]] = []
+            exited: list[tuple[int, int]] = []
+            timers: list[tuple[int, int]] = []  # (segment, person) whose timer is rewritten
+            due: list[tuple[int, int, int]] = []
+            for i, (definition, person_ids) in enumerate(batch):
+                came: list[int] = []
+                left: list[int] = []
+                for row in rows:
+                    person_id = row["id"]
+                    if person_id not in person_ids:
+                        continue
+                    if row[f"m{i}"] and not row[f"w{i}"]:
+                        came.append(person_id)
+                    elif row[f"w{i}"] and not row[f"m{i}"]:
+                        left.append(person_id)
+                    if definition.deps.timed:
+                        timers.append((definition.id, person_id))
+                        at = row.get(f"d{i}")
+                        if at is not None:
+                            due.append((definition.id, person_id, int(at)))
+                came.sort()
+                left.sort()
+                entered += [(definition.id, p) for p in came]
+                exited += [(definition.id, p) for p in left]
+                sink.extend(
+                    [(definition.id, p, True) for p in came] + [(definition.id, p, False) for p in left]
                 )
-            )
-            due = [(row.id, row.due) for row in rows if len(row) > 3 and row.due is not None]
+                changed[definition.id].update(came, left)
+            _move(session, workspace_id, entered, exited, now=now)
+            if timers:
+                session.execute(
+                    delete(SegmentTimer).where(
+                        tuple_(SegmentTimer.segment_id, SegmentTimer.person_id).in_(timers)
+                    )
+                )
             if due:
                 session.execute(
                     insert(SegmentTimer),
                     [
-                        {
-                            "segment_id": definition.id,
-                            "person_id": p,
-                            "workspace_id": workspace_id,
-                            "due_at": int(at),
-                        }
-                        for p, at in due
+                        {"segment_id": s, "person_id": p, "workspace_id": workspace_id, "due_at": at}
+                        for s, p, at in due
                     ],
                 )
     return changed
+
+
+def _move(
+    session: Session,
+    workspace_id: int,
+    entered: list[tuple[int, int]],
+    exited: list[tuple[int, int]],
+    *,
+    now: int,
+) -> None:
+    """Write (segment, person) entries and exits to the memberships."""
+    if entered:
+        session.execute(
+            insert(SegmentMembership),
+            [
+                {"segment_id": s, "person_id": p, "workspace_id": workspace_id, "added_at": now}
+                for s, p in entered
+            ],
+        )
+    for chunk in _chunks(exited, CHUNK):
+        session.execute(
+            delete(SegmentMembership).where(
+                tuple_(SegmentMembership.segment_id, SegmentMembership.person_id).in_(chunk)
+            )
+        )
 
 
 def evaluate_range(
@@ -511,31 +591,15 @@ def _apply(
     *,
     now: int,
     emit: bool,
-    sink: Moves | None = None,
 ) -> set[int]:
-    entered, exited = matching - before, before - matching
-    if entered:
-        session.execute(
-            insert(SegmentMembership),
-            [
-                {"segment_id": definition.id, "person_id": p, "workspace_id": workspace_id, "added_at": now}
-                for p in sorted(entered)
-            ],
-        )
-    for chunk in _chunks(sorted(exited), CHUNK):
-        session.execute(
-            delete(SegmentMembership).where(
-                SegmentMembership.segment_id == definition.id, SegmentMembership.person_id.in_(chunk)
-            )
-        )
+    came, left = sorted(matching - before), sorted(before - matching)
+    _move(
+        session, workspace_id, [(definition.id, p) for p in came], [(definition.id, p) for p in left], now=now
+    )
     if emit:
-        moves = [(definition.id, p, True) for p in sorted(entered)]
-        moves += [(definition.id, p, False) for p in sorted(exited)]
-        if sink is not None:
-            sink.extend(moves)
-        else:
-            _write_moves(session, workspace_id, moves, now=now)
-    return entered | exited
+        moves = [(definition.id, p, True) for p in came] + [(definition.id, p, False) for p in left]
+        _write_moves(session, workspace_id, moves, now=now)
+    return set(came) | set(left)
 
 
 # (segment, person, entered) awaiting their transition rows and activities.
@@ -563,7 +627,7 @@ def _write_moves(session: Session, workspace_id: int, moves: Moves, *, now: int,
         )
 
 
-def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
