@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from tidings.ai.settings import Actor, account_row
+from tidings.ai.settings import Actor, account_row, loaded_row
 from tidings.audit import service as audit
 from tidings.config import get_settings
 from tidings.errors import Forbidden, InvalidInput
@@ -30,7 +30,7 @@ def millis(credits: float) -> int:
 
 def _balance_millis(session: Session, account_id: int) -> int:
     """Without writing: an account that has no AI row yet has its starting credits."""
-    row = session.get(AccountAi, account_id)
+    row = loaded_row(session, account_id)
     return row.credit_millis if row is not None else millis(get_settings().ai_initial_credits)
 
 
@@ -56,7 +56,7 @@ def spend(
     actor: str | None = None,
 ) -> None:
     amount = millis(credits)
-    account_row(session, account_id, now=now)
+    row = account_row(session, account_id, now=now)
     # One statement: concurrent spenders each take their amount off the stored balance.
     after = session.execute(
         update(AccountAi)
@@ -79,10 +79,8 @@ def spend(
             actor=actor,
         )
     )
-    row = session.get(AccountAi, account_id)
-    if row is not None:
-        # The row in this session now says what the database says, without a read or a later UPDATE.
-        set_committed_value(row, "credit_millis", after)
+    # The row in this session now says what the database says, without a read or a later UPDATE.
+    set_committed_value(row, "credit_millis", after)
 
 
 def grant(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import inspect
 from sqlalchemy.orm import Session
 
 from tidings.audit import service as audit
@@ -69,9 +70,27 @@ class AiSettings:
         }
 
 
+_ROWS = "tidings.ai.account_rows"
+
+
+def loaded_row(session: Session, account_id: int) -> AccountAi | None:
+    """The account's AI row as this session knows it, or None when there is none yet. The session keeps
+    it for its lifetime: its identity map holds clean objects only weakly, so a row no caller holds
+    would be read again on the next ``get`` — once per journey when a worker stores a batch of LLM
+    answers."""
+    rows: dict[int, AccountAi] = session.info.setdefault(_ROWS, {})
+    row = rows.get(account_id)
+    if row is not None and inspect(row).persistent and inspect(row).session is session:
+        return row
+    row = session.get(AccountAi, account_id)
+    if row is not None:
+        rows[account_id] = row
+    return row
+
+
 def account_row(session: Session, account_id: int, *, now: int) -> AccountAi:
     """The account's AI row, created on first use with the configured starting credits."""
-    row = session.get(AccountAi, account_id)
+    row = loaded_row(session, account_id)
     if row is None:
         initial = round(get_settings().ai_initial_credits * 1000)
         row = AccountAi(account_id=account_id, settings={}, credit_millis=initial, updated_at=now)
@@ -89,11 +108,12 @@ def account_row(session: Session, account_id: int, *, now: int) -> AccountAi:
                 )
             )
         session.flush()
+        session.info.setdefault(_ROWS, {})[account_id] = row
     return row
 
 
 def read(session: Session, account_id: int) -> AiSettings:
-    row = session.get(AccountAi, account_id)
+    row = loaded_row(session, account_id)
     return AiSettings.from_stored(row.settings if row else {})
 
 

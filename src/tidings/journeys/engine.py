@@ -90,6 +90,9 @@ class _Batch:
     infos: dict[int, CampaignInfo] = field(default_factory=dict)
     people: dict[int, Person] = field(default_factory=dict)
     workspaces: dict[int, WorkspaceContext] = field(default_factory=dict)
+    # Held so that finishing a journey finds its entry row in the identity map (which holds clean
+    # objects weakly) instead of reading it once per journey.
+    entries: list[CampaignEntry] = field(default_factory=list)
     # The journey log of the batch, written in one statement.
     logs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -115,6 +118,13 @@ class _Batch:
             self.infos[cid] = CampaignInfo(campaign.id, campaign.kind, campaign.name, actions[cid])
         for person in session.scalars(select(Person).where(Person.id.in_(person_ids))):
             self.people[person.id] = person
+        self.entries = list(
+            session.scalars(
+                select(CampaignEntry).where(
+                    CampaignEntry.campaign_id.in_(campaign_ids), CampaignEntry.person_id.in_(person_ids)
+                )
+            )
+        )
         for workspace in session.scalars(
             select(Workspace).where(Workspace.id.in_({j.workspace_id for j in journeys}))
         ):
