@@ -399,7 +399,8 @@ def _people_statement(
     workspace_id: int, batch: tuple[Definition, ...], postgres: bool
 ) -> tuple[Select[Any], Callable[[int], dict[str, Any]]]:
     """Per person of ``:ids`` and segment ``i`` of ``batch``: does its condition hold (``m{i}``), were they
-    a member (``w{i}``), and, for time-dependent segments, when can the result next flip (``d{i}``). One
+    a member (``w{i}``), and, for time-dependent segments, their stored timer (``t{i}``) and when the
+    result can next flip (``d{i}``), so only timers that move are written. One
     statement for many segments: on PostgreSQL each statement is a round trip, and a change often
     affects dozens of segments."""
     # The conditions themselves are part of the key (they are hashable): one process may serve several
@@ -419,9 +420,14 @@ def _people_statement(
             .exists()
         )
         columns += [compiler.predicate(definition.condition, ctx).label(f"m{i}"), was.label(f"w{i}")]
-        due = compiler.next_change(definition.condition, ctx) if definition.deps.timed else None
-        if due is not None:
-            columns.append(due.label(f"d{i}"))
+        if definition.deps.timed:
+            timer = select(SegmentTimer.due_at).where(
+                SegmentTimer.segment_id == definition.id, SegmentTimer.person_id == Person.id
+            )
+            columns.append(timer.scalar_subquery().label(f"t{i}"))
+            due = compiler.next_change(definition.condition, ctx)
+            if due is not None:
+                columns.append(due.label(f"d{i}"))
     statement = select(*columns).where(
         _workspace(workspace_id), Person.id.in_(bindparam("ids", expanding=True))
     )
@@ -463,7 +469,7 @@ def evaluate(
             rows = session.execute(statement, {"ids": chunk, **times}).mappings().all()
             entered: list[tuple[int, int]] = []
             exited: list[tuple[int, int]] = []
-            timers: list[tuple[int, int]] = []  # (segment, person) whose timer is rewritten
+            timers: list[tuple[int, int]] = []  # (segment, person) whose stored timer is outdated
             due: list[tuple[int, int, int]] = []
             for i, (definition, person_ids) in enumerate(batch):
                 came: list[int] = []
@@ -477,10 +483,13 @@ def evaluate(
                     elif row[f"w{i}"] and not row[f"m{i}"]:
                         left.append(person_id)
                     if definition.deps.timed:
-                        timers.append((definition.id, person_id))
-                        at = row.get(f"d{i}")
-                        if at is not None:
-                            due.append((definition.id, person_id, int(at)))
+                        stored, at = row[f"t{i}"], row.get(f"d{i}")
+                        at = None if at is None else int(at)
+                        if stored != at:
+                            if stored is not None:
+                                timers.append((definition.id, person_id))
+                            if at is not None:
+                                due.append((definition.id, person_id, at))
                 came.sort()
                 left.sort()
                 entered += [(definition.id, p) for p in came]
