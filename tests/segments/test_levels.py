@@ -6,13 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tidings.segments.conditions import dependencies, parse
-from tidings.segments.realtime import (
-    GROUP,
-    Definition,
-    dependency_levels,
-    dependency_order,
-    evaluation_groups,
-)
+from tidings.segments.realtime import Definition, dependency_levels, dependency_order
 
 
 def _definitions(documents: dict[int, Any]) -> dict[int, Definition]:
@@ -52,20 +46,3 @@ def test_users_come_a_level_after_what_they_use() -> None:
 def test_a_cycle_that_slipped_in_still_yields_every_segment_once() -> None:
     levels = _levels({1: {"segment": {"id": 2}}, 2: {"segment": {"id": 1}}, 3: PLAN})
     assert sorted(i for level in levels for i in level) == [1, 2, 3]
-
-
-def test_groups_keep_levels_in_order_cluster_by_data_and_stay_small() -> None:
-    documents: dict[int, Any] = {
-        i: {"attribute": {"field": f"a{i % 3}", "operator": "eq", "value": i}} for i in range(1, 46)
-    }
-    documents[46] = {"segment": {"id": 1}}
-    found = _definitions(documents)
-    ordered = tuple(found[i] for i in dependency_order(found))
-    groups = evaluation_groups(ordered)
-    assert [len(g) for g in groups] == [GROUP, GROUP, 5, 1]
-    assert [d.id for d in groups[-1]] == [46]  # after the level it uses
-    # Segments on the same attribute sit side by side: a change of one attribute reaches at most the two
-    # groups its 15 segments span, where id order (a0, a1, a2, a0, …) would spread each over all three.
-    for attribute in ("a0", "a1", "a2"):
-        reached = [g for g in groups if any(f"attr:{attribute}" in d.deps.keys for d in g)]
-        assert len(reached) <= 2

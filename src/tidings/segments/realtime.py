@@ -8,7 +8,7 @@ Nothing is evaluated then: the keys collect on the session, and just before the 
 commit touched — the same SQL a bulk build runs, restricted to those people. The pass follows segment
 dependencies level by level (see :func:`dependency_levels`), so a change of membership in one segment
 re-evaluates the segments that use it ("in segment" conditions) in the same transaction; the segments of
-one level are judged in fixed groups, one query per group a change reaches (see :func:`evaluation_groups`).
+one level are judged together, in one query for up to ``BATCH`` of them.
 
 Entries and exits are written as :class:`SegmentTransition` rows (the internal events campaigns trigger
 on) and as ``entered_segment`` / ``exited_segment`` activities. For segments with time-dependent conditions
@@ -149,8 +149,9 @@ class Definitions:
     users: dict[int, tuple[int, ...]]
     # Segments a person with no attributes, events, devices or relationships may be in.
     on_create: frozenset[int] = frozenset()
-    # ``ordered`` cut into the groups evaluated together, level by level (see ``evaluation_groups``).
-    groups: tuple[tuple[Definition, ...], ...] = ()
+    # ``ordered`` cut into dependency levels: a segment's level is one more than the highest level of the
+    # segments it uses, so no segment uses another of its own level and a level is evaluated at once.
+    levels: tuple[tuple[Definition, ...], ...] = ()
 
     def affected(self, keys: set[str]) -> set[int]:
         if EVERYTHING in keys:
@@ -211,7 +212,7 @@ def load_definitions(session: Session, workspace_id: int, version: int) -> Defin
         {k: tuple(v) for k, v in by_key.items()},
         {k: tuple(v) for k, v in users.items()},
         frozenset(segment_id for segment_id, result in empty.items() if result is not False),
-        evaluation_groups(ordered),
+        dependency_levels(ordered),
     )
 
 
@@ -259,20 +260,6 @@ def dependency_levels(ordered: tuple[Definition, ...]) -> tuple[tuple[Definition
     for definition in ordered:
         grouped[level[definition.id]].append(definition)
     return tuple(tuple(grouped[n]) for n in sorted(grouped))
-
-
-def evaluation_groups(ordered: tuple[Definition, ...]) -> tuple[tuple[Definition, ...], ...]:
-    """Each dependency level cut into groups of at most ``GROUP`` segments, levels in order. A change
-    evaluates every group holding a segment it affects, all of the group's segments in one statement.
-    Fixed groups, not the exact set a change affects, because that set varies from change to change and
-    a statement for a new set costs 1 to 2 ms per segment to build and compile (measured: 100 ms for 40),
-    while a cached one costs nothing; a group's other segments cost a few microseconds each per person.
-    Segments that depend on the same data sit side by side, so a change mostly reaches few groups."""
-    groups: list[tuple[Definition, ...]] = []
-    for level in dependency_levels(ordered):
-        clustered = sorted(level, key=lambda d: (sorted(d.deps.keys), d.id))
-        groups += [tuple(clustered[i : i + GROUP]) for i in range(0, len(clustered), GROUP)]
-    return tuple(groups)
 
 
 def dependency_order(found: dict[int, Definition]) -> list[int]:
@@ -353,12 +340,11 @@ def run(
     if postgres:
         _lock_people(session, sorted(set().union(*work.values())))
         locked = _lock_segments(session, sorted(work))
-    for group in index.groups:
-        if not any(work.get(d.id) for d in group):
+    for level in index.levels:
+        batch = [(d, work.pop(d.id)) for d in level if work.get(d.id)]
+        if not batch:
             continue
-        batch = [(d, work.pop(d.id, set())) for d in group]
-        # Only segments with people to evaluate are written, so only they are locked.
-        if postgres and (unlocked := sorted(d.id for d, p in batch if p and d.id not in locked)):
+        if postgres and (unlocked := sorted(d.id for d, _ in batch if d.id not in locked)):
             locked |= _lock_segments(session, unlocked)
         changed = evaluate(session, workspace_id, batch, now=now, sink=moves)
         for definition, person_ids in batch:
@@ -405,8 +391,8 @@ _STATEMENTS: OrderedDict[
 ] = OrderedDict()
 _STATEMENTS_MAX = 1024
 _statements_lock = threading.Lock()
-# Segments judged per statement (see evaluation_groups): each adds two to four columns.
-GROUP = 20
+# Segments judged per statement: each adds two or three columns (PostgreSQL allows 1,664).
+BATCH = 100
 
 
 def _people_statement(
@@ -467,64 +453,66 @@ def evaluate(
     now: int,
     sink: Moves,
 ) -> dict[int, set[int]]:
-    """Bring each segment's membership up to date for its people (none: judged but left alone); return,
-    per segment, those who entered or left. The segments must not use one another (one dependency
-    level). One statement per chunk of people reads everything needed (match, membership, timer, next
-    flip); the moves' transitions and activities are left in ``sink`` for the caller to write in one go."""
+    """Bring each segment's membership up to date for its people; return, per segment, those who entered
+    or left. The segments must not use one another (one dependency level). One statement per batch of
+    segments and chunk of people reads everything needed (match, membership, next flip); the moves'
+    transitions and activities are left in ``sink`` for the caller to write in one go."""
     postgres = session.get_bind().dialect.name == "postgresql"
     changed: dict[int, set[int]] = {definition.id: set() for definition, _ in work}
-    definitions = tuple(definition for definition, _ in work)
-    statement, time_values = _people_statement(workspace_id, definitions, postgres)
-    times = time_values(now)
-    people = sorted(set().union(*(person_ids for _, person_ids in work)))
-    for chunk in _chunks(people, CHUNK):
-        rows = session.execute(statement, {"ids": chunk, **times}).mappings().all()
-        entered: list[tuple[int, int]] = []
-        exited: list[tuple[int, int]] = []
-        timers: list[tuple[int, int]] = []  # (segment, person) whose stored timer is outdated
-        due: list[tuple[int, int, int]] = []
-        for i, (definition, person_ids) in enumerate(work):
-            if not person_ids:
-                continue
-            came: list[int] = []
-            left: list[int] = []
-            for row in rows:
-                person_id = row["id"]
-                if person_id not in person_ids:
-                    continue
-                if row[f"m{i}"] and not row[f"w{i}"]:
-                    came.append(person_id)
-                elif row[f"w{i}"] and not row[f"m{i}"]:
-                    left.append(person_id)
-                if definition.deps.timed:
-                    stored, at = row[f"t{i}"], row.get(f"d{i}")
-                    at = None if at is None else int(at)
-                    if stored != at:
-                        if stored is not None:
-                            timers.append((definition.id, person_id))
-                        if at is not None:
-                            due.append((definition.id, person_id, at))
-            came.sort()
-            left.sort()
-            entered += [(definition.id, p) for p in came]
-            exited += [(definition.id, p) for p in left]
-            sink.extend([(definition.id, p, True) for p in came] + [(definition.id, p, False) for p in left])
-            changed[definition.id].update(came, left)
-        _move(session, workspace_id, entered, exited, now=now)
-        if timers:
-            session.execute(
-                delete(SegmentTimer).where(
-                    tuple_(SegmentTimer.segment_id, SegmentTimer.person_id).in_(timers)
+    for start in range(0, len(work), BATCH):
+        batch = work[start : start + BATCH]
+        definitions = tuple(definition for definition, _ in batch)
+        statement, time_values = _people_statement(workspace_id, definitions, postgres)
+        times = time_values(now)
+        people = sorted(set().union(*(person_ids for _, person_ids in batch)))
+        for chunk in _chunks(people, CHUNK):
+            rows = session.execute(statement, {"ids": chunk, **times}).mappings().all()
+            entered: list[tuple[int, int]] = []
+            exited: list[tuple[int, int]] = []
+            timers: list[tuple[int, int]] = []  # (segment, person) whose stored timer is outdated
+            due: list[tuple[int, int, int]] = []
+            for i, (definition, person_ids) in enumerate(batch):
+                came: list[int] = []
+                left: list[int] = []
+                for row in rows:
+                    person_id = row["id"]
+                    if person_id not in person_ids:
+                        continue
+                    if row[f"m{i}"] and not row[f"w{i}"]:
+                        came.append(person_id)
+                    elif row[f"w{i}"] and not row[f"m{i}"]:
+                        left.append(person_id)
+                    if definition.deps.timed:
+                        stored, at = row[f"t{i}"], row.get(f"d{i}")
+                        at = None if at is None else int(at)
+                        if stored != at:
+                            if stored is not None:
+                                timers.append((definition.id, person_id))
+                            if at is not None:
+                                due.append((definition.id, person_id, at))
+                came.sort()
+                left.sort()
+                entered += [(definition.id, p) for p in came]
+                exited += [(definition.id, p) for p in left]
+                sink.extend(
+                    [(definition.id, p, True) for p in came] + [(definition.id, p, False) for p in left]
                 )
-            )
-        if due:
-            session.execute(
-                insert(SegmentTimer),
-                [
-                    {"segment_id": s, "person_id": p, "workspace_id": workspace_id, "due_at": at}
-                    for s, p, at in due
-                ],
-            )
+                changed[definition.id].update(came, left)
+            _move(session, workspace_id, entered, exited, now=now)
+            if timers:
+                session.execute(
+                    delete(SegmentTimer).where(
+                        tuple_(SegmentTimer.segment_id, SegmentTimer.person_id).in_(timers)
+                    )
+                )
+            if due:
+                session.execute(
+                    insert(SegmentTimer),
+                    [
+                        {"segment_id": s, "person_id": p, "workspace_id": workspace_id, "due_at": at}
+                        for s, p, at in due
+                    ],
+                )
     return changed
 
 
