@@ -395,6 +395,52 @@ _statements_lock = threading.Lock()
 BATCH = 100
 
 
+_Columns = tuple[
+    ColumnElement[Any],
+    ColumnElement[Any],
+    ColumnElement[Any] | None,
+    ColumnElement[Any] | None,
+    Callable[[int], dict[str, Any]],
+]
+_COLUMNS: OrderedDict[tuple[Condition, int, int], _Columns] = OrderedDict()
+
+
+def _segment_columns(workspace_id: int, definition: Definition) -> _Columns:
+    """One segment's expressions for ``_people_statement`` (match, was a member, stored timer, next flip)
+    and their time parameters, kept per segment: a statement for a set of segments not seen before then
+    costs its compilation only (about 1.3 ms a segment), not also rebuilding each condition's SQL and
+    walking it for time parameters (as much again)."""
+    key = (definition.condition, definition.id, workspace_id)
+    with _statements_lock:
+        cached = _COLUMNS.get(key)
+        if cached is not None:
+            _COLUMNS.move_to_end(key)
+            return cached
+    ctx = compiler.Context(workspace_id=workspace_id, now=0, live=True)
+    was = (
+        select(literal(1))
+        .where(SegmentMembership.segment_id == definition.id, SegmentMembership.person_id == Person.id)
+        .exists()
+    )
+    timer: ColumnElement[Any] | None = None
+    due: ColumnElement[Any] | None = None
+    if definition.deps.timed:
+        timer = (
+            select(SegmentTimer.due_at)
+            .where(SegmentTimer.segment_id == definition.id, SegmentTimer.person_id == Person.id)
+            .scalar_subquery()
+        )
+        due = compiler.next_change(definition.condition, ctx)
+    match = compiler.predicate(definition.condition, ctx)
+    times = [compiler.time_parameters(e) for e in (match, due) if e is not None]
+    built = (match, was, timer, due, lambda now: {k: v for f in times for k, v in f(now).items()})
+    with _statements_lock:
+        _COLUMNS[key] = built
+        while len(_COLUMNS) > _STATEMENTS_MAX:
+            _COLUMNS.popitem(last=False)
+    return built
+
+
 def _people_statement(
     workspace_id: int, batch: tuple[Definition, ...], postgres: bool
 ) -> tuple[Select[Any], Callable[[int], dict[str, Any]]]:
@@ -411,27 +457,20 @@ def _people_statement(
         if cached is not None:
             _STATEMENTS.move_to_end(key)
             return cached
-    ctx = compiler.Context(workspace_id=workspace_id, now=0, live=True)
     columns: list[Any] = [Person.id]
+    times: list[Callable[[int], dict[str, Any]]] = []
     for i, definition in enumerate(batch):
-        was = (
-            select(literal(1))
-            .where(SegmentMembership.segment_id == definition.id, SegmentMembership.person_id == Person.id)
-            .exists()
-        )
-        columns += [compiler.predicate(definition.condition, ctx).label(f"m{i}"), was.label(f"w{i}")]
-        if definition.deps.timed:
-            timer = select(SegmentTimer.due_at).where(
-                SegmentTimer.segment_id == definition.id, SegmentTimer.person_id == Person.id
-            )
-            columns.append(timer.scalar_subquery().label(f"t{i}"))
-            due = compiler.next_change(definition.condition, ctx)
-            if due is not None:
-                columns.append(due.label(f"d{i}"))
+        match, was, timer, due, time_values = _segment_columns(workspace_id, definition)
+        times.append(time_values)
+        columns += [match.label(f"m{i}"), was.label(f"w{i}")]
+        if timer is not None:
+            columns.append(timer.label(f"t{i}"))
+        if due is not None:
+            columns.append(due.label(f"d{i}"))
     statement = select(*columns).where(
         _workspace(workspace_id), Person.id.in_(bindparam("ids", expanding=True))
     )
-    built = (statement, compiler.time_parameters(statement))
+    built = (statement, lambda now: {k: v for f in times for k, v in f(now).items()})
     with _statements_lock:
         _STATEMENTS[key] = built
         while len(_STATEMENTS) > _STATEMENTS_MAX:
