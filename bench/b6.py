@@ -24,14 +24,12 @@ data, a few customer attributes, a snippet, three links and a ``date`` filter.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import secrets
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -51,6 +49,7 @@ from bench.b1 import NOOP
 from bench.load import JSON_CONTENT, LoadResult, RequestTemplate, Workload, basic_auth, machine_load, run_load
 from bench.server import (
     TIDINGS,
+    HelperProcess,
     RunningServer,
     start_server,
     stop_server,
@@ -372,31 +371,14 @@ class SinkStats:
     cpu_seconds: float
 
 
-class SinkProcess:
+class SinkProcess(HelperProcess):
     """An SMTP sink in its own process (``python -m MODULE …``), which prints its SMTP and control ports
     as one JSON line and answers ``GET /`` on the control port with what it received."""
 
     def __init__(self, logdir: Path, module: Sequence[str], label: str) -> None:
-        logdir.mkdir(parents=True, exist_ok=True)
-        self.log_path = logdir.resolve() / f"{label}-{secrets.token_hex(3)}.log"
-        with self.log_path.open("wb") as log:
-            # stdin stays open as a lifeline: the sink exits when this process goes away.
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", *module],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                cwd=Path(__file__).resolve().parents[1],
-            )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            self.stop()
-            raise RuntimeError(f"the {label} did not start:\n{self.log_path.read_text(errors='replace')}")
-        ports = json.loads(line)
-        self.smtp_port = int(ports["smtp_port"])
-        self.control_port = int(ports["control_port"])
-        self._client = httpx.Client(timeout=10.0)
+        super().__init__(logdir, module, label, timeout=10.0)
+        self.smtp_port = int(self.ports["smtp_port"])
+        self.control_port = int(self.ports["control_port"])
 
     @property
     def url(self) -> str:
@@ -406,19 +388,6 @@ class SinkProcess:
         answer = self._client.get(f"http://127.0.0.1:{self.control_port}/")
         answer.raise_for_status()
         return answer.json()
-
-    def stop(self) -> None:
-        client = getattr(self, "_client", None)
-        if client is not None:
-            client.close()
-        for stream in (self.process.stdin, self.process.stdout):
-            if stream is not None:
-                stream.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 class Sink(SinkProcess):

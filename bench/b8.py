@@ -37,7 +37,6 @@ import os
 import re
 import secrets
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -58,7 +57,7 @@ from tests.ai.standins import Recorded, StandIn, sample
 
 from bench.b6 import _new_workspace, _post_all, _run
 from bench.load import basic_auth, machine_load
-from bench.server import RunningServer, start_server, stop_server, throwaway_database
+from bench.server import HelperProcess, RunningServer, start_server, stop_server, throwaway_database
 from tidings.config import Settings
 from tidings.db import Database
 from tidings.models import CreditEntry, Journey, JourneyStep, Person
@@ -250,29 +249,13 @@ class StandInStats:
     prompts: tuple[str, ...] = ()
 
 
-class StandInProcess:
-    """``python -m bench.b8 standin`` as a child process; its stdin is the lifeline."""
+class StandInProcess(HelperProcess):
+    """``python -m bench.b8 standin`` as a child process."""
 
     def __init__(self, logdir: Path, *, delay: float) -> None:
-        logdir.mkdir(parents=True, exist_ok=True)
-        self.log_path = logdir.resolve() / f"b8-standin-{secrets.token_hex(3)}.log"
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "bench.b8", "standin", "--delay", str(delay)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                cwd=Path(__file__).resolve().parents[1],
-            )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            self.stop()
-            raise RuntimeError(f"the stand-in did not start:\n{self.log_path.read_text(errors='replace')}")
-        ports = json.loads(line)
-        self.url = f"http://127.0.0.1:{int(ports['port'])}"
-        self._control = f"http://127.0.0.1:{int(ports['control_port'])}"
-        self._client = httpx.Client(timeout=30.0)
+        super().__init__(logdir, ["bench.b8", "standin", "--delay", str(delay)], "b8-standin", timeout=30.0)
+        self.url = f"http://127.0.0.1:{int(self.ports['port'])}"
+        self._control = f"http://127.0.0.1:{int(self.ports['control_port'])}"
 
     def stats(self, *, prompts: bool = False) -> StandInStats:
         answer = self._client.get(f"{self._control}/", params={"prompts": "1"} if prompts else None)
@@ -284,19 +267,6 @@ class StandInProcess:
 
     def clear(self) -> None:
         self._client.post(f"{self._control}/clear").raise_for_status()
-
-    def stop(self) -> None:
-        client = getattr(self, "_client", None)
-        if client is not None:
-            client.close()
-        for stream in (self.process.stdin, self.process.stdout):
-            if stream is not None:
-                stream.close()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @contextmanager

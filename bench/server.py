@@ -3,6 +3,7 @@ and direct reads of the store to check that every acknowledged write was committ
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -10,10 +11,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -226,3 +228,39 @@ def serving(backend: str, workdir: Path, *, env: Mapping[str, str] | None = None
             yield server
         finally:
             stop_server(server)
+
+
+class HelperProcess:
+    """A benchmark's helper (an SMTP sink, a model stand-in) as ``python -m MODULE …`` in its own process.
+    It prints its ports as one JSON line (``ports``) once it listens; its stdin is the lifeline: it exits
+    when this process closes the pipe or goes away."""
+
+    def __init__(self, logdir: Path, module: Sequence[str], label: str, *, timeout: float) -> None:
+        logdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = logdir.resolve() / f"{label}-{secrets.token_hex(3)}.log"
+        self._client = httpx.Client(timeout=timeout)
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", *module],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                cwd=Path(__file__).resolve().parents[1],
+            )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            self.stop()
+            raise RuntimeError(f"the {label} did not start:\n{self.log_path.read_text(errors='replace')}")
+        self.ports: dict[str, Any] = json.loads(line)
+
+    def stop(self, wait: float = 15) -> None:
+        self._client.close()
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+        try:
+            self.process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
