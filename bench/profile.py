@@ -1,4 +1,4 @@
-"""Profile the B1 hot path: run the Track v1 mix against ``tidings serve`` while py-spy samples the server,
+"""Profile an ingestion hot path: run the Track v1 mix (B1) or B2's batches against ``tidings serve`` while py-spy samples the server,
 then summarise where the time goes (per thread, self time, and inclusive time of Tidings' own functions).
 
 py-spy is not a project dependency; install it anywhere (``python3 -m venv /tmp/pyspy && /tmp/pyspy/bin/pip
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.b1 import track_v1_mix
+from bench.b2 import SURFACES, batch_workload
 from bench.load import pick_generator, run_load
 from bench.server import serving
 
@@ -105,16 +106,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=100, help="samples per second")
     parser.add_argument("--gil", action="store_true", help="only sample the thread holding the GIL")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument(
+        "--workload",
+        choices=["b1", *SURFACES],
+        default="b1",
+        help="b1: the Track v1 mix; track_v2 or pipelines: B2's 100-event batches on that surface",
+    )
     args = parser.parse_args(argv)
     generator = pick_generator(args.generator)
-    raw = args.workdir.resolve() / f"profile-b1-{args.backend}-{secrets.token_hex(3)}.txt"
+    raw = args.workdir.resolve() / f"profile-{args.workload}-{args.backend}-{secrets.token_hex(3)}.txt"
     with serving(args.backend, args.workdir) as server:
         workspace = server.new_workspace()
+        workload = (
+            track_v1_mix(workspace) if args.workload == "b1" else batch_workload(args.workload, workspace)
+        )
         # Let the server settle (auth cache, statement caches) before sampling.
         warm = run_load(
             generator,
             server.base_url,
-            track_v1_mix(workspace),
+            workload,
             connections=args.connections,
             seconds=2,
             max_requests=1_000_000,
@@ -141,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load = run_load(
             generator,
             server.base_url,
-            track_v1_mix(workspace),
+            workload,
             connections=args.connections,
             seconds=args.seconds + 1,
             max_requests=10_000_000,
@@ -152,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(output.decode(errors="replace"), file=sys.stderr)
         return 1
     print(
-        f"B1 on {args.backend} under py-spy ({'GIL holder only' if args.gil else 'all active threads'}, "
+        f"{args.workload} on {args.backend} under py-spy ({'GIL holder only' if args.gil else 'all active threads'}, "
         f"{args.rate} Hz): {load.ok_per_second:,.0f} req/s with {generator} "
         f"(warm-up {warm.ok_per_second:,.0f} req/s); raw stacks in {raw}\n"
     )

@@ -456,6 +456,46 @@ def test_a_repeated_message_id_is_acknowledged_and_skipped(api: Api, other_api: 
     assert len(events_of(other_api, "dd")) == 1
 
 
+def test_a_run_of_events_in_a_batch_is_deduplicated_and_recorded_once(api: Api) -> None:
+    """Consecutive track/page/screen calls with a userId are applied as a set; messageIds repeated in
+    the run, or seen before, are skipped; other calls in between keep their place."""
+    send(api, "track", {"userId": "runner", "event": "earlier", "messageId": "run-seen"})
+    long_id = "r" * 300
+    items = [
+        {"type": "track", "userId": "runner", "event": "buy", "messageId": "run-1", "properties": {"n": 1}},
+        {"type": "track", "userId": "runner", "event": "buy", "messageId": "run-1", "properties": {"n": 2}},
+        {"type": "track", "userId": "runner", "event": "again", "messageId": "run-seen"},
+        {"type": "page", "userId": "runner", "properties": {"path": "/pricing"}, "messageId": "run-2"},
+        {"type": "identify", "userId": "walker", "traits": {"plan": "free"}, "messageId": "run-3"},
+        {"type": "screen", "userId": "walker", "name": "home", "messageId": long_id},
+        {"type": "screen", "userId": "walker", "name": "home", "messageId": long_id},
+        {
+            "type": "track",
+            "userId": "walker",
+            "event": "Device Created or Updated",
+            "context": {"device": {"token": "tok-run", "type": "ios"}},
+        },
+        {"type": "track", "userId": "walker", "event": "buy"},
+        {"type": "track", "anonymousId": "anon-run", "event": "browse"},
+    ]
+    send(api, "batch", {"batch": items})
+    # Newest first.
+    assert [(a["name"], a["data"].get("n")) for a in events_of(api, "runner")] == [
+        ("buy", 1),
+        ("earlier", None),
+    ]
+    assert [a["name"] for a in events_of(api, "runner", "page")] == ["/pricing"]
+    assert attributes(api, "walker")["attributes"]["plan"] == "free"
+    assert [a["name"] for a in events_of(api, "walker", "screen")] == ["home"]
+    assert [a["name"] for a in events_of(api, "walker")] == ["buy"]
+    assert [d["id"] for d in attributes(api, "walker")["devices"]] == ["tok-run"]
+    # Sent again, the whole batch changes nothing except the call without a messageId.
+    send(api, "batch", {"batch": items})
+    assert len(events_of(api, "runner")) == 2
+    assert [a["name"] for a in events_of(api, "walker")] == ["buy", "buy"]
+    assert [a["name"] for a in events_of(api, "walker", "screen")] == ["home"]
+
+
 def test_a_dropped_message_does_not_burn_its_message_id(api: Api) -> None:
     assert lenient(api, "track", {"userId": "retry", "messageId": "msg-r"}).status_code == 200
     assert api.attributes("retry").status_code == 404

@@ -311,7 +311,8 @@ def test_object_identify_relates_people_and_creates_new_ones(api: Api) -> None:
     }
     assert set(people) == {"known", "new@example.com"}
     assert people["known"]["relationship_attributes"] == {"role": "owner"}
-    assert customer(api, "new@example.com", "email")["identifiers"]["email"] == "new@example.com"
+    assert customer(api, "new@example.com", "email")["identifiers"]["email"] == "New@Example.com"
+    assert [a["name"] for a in api.activities("mid", type="event")] == ["buy", "buy"]
 
 
 def test_object_identify_anonymous_relates_the_linked_person(api: Api) -> None:
@@ -673,3 +674,68 @@ def test_the_openapi_document_describes_both_endpoints(api: Api) -> None:
     entity_schema = paths["/api/v2/entity"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert "identify_anonymous" in entity_schema["properties"]["action"]["enum"]
     assert "207" in paths["/api/v2/batch"]["post"]["responses"]
+
+
+def members(api: Api, segment_id: int) -> set[str]:
+    response = api.app.get(f"/v1/segments/{segment_id}/membership")
+    assert response.status_code == 200, response.text
+    return set(response.json()["ids"])
+
+
+def test_a_run_of_events_is_stored_as_each_would_be_alone(api: Api) -> None:
+    """Consecutive person events are applied as a set: people found or created, repeated event ids
+    kept once, unknown cio_ids skipped, a suppressed identifier refused alone, segments updated."""
+    created = api.app.post(
+        "/v1/segments",
+        json={
+            "segment": {
+                "name": "Two buys",
+                "conditions": {"event": {"name": "buy", "count": {"operator": "at_least", "value": 2}}},
+            }
+        },
+    )
+    assert created.status_code == 200, created.text
+    segment_id = created.json()["segment"]["id"]
+    accepted(api, person({"id": "runner"}, "identify", attributes={"plan": "pro"}))
+    accepted(api, person({"email": "gone@example.com"}, "suppress"))
+    accepted(api, person({"id": "runner"}, "event", name="seen", id="01JBATCHSEEN0000000000000"))
+    items = [
+        person({"id": "runner"}, "event", name="buy", attributes={"n": 1}),
+        person({"id": "runner"}, "page", name="/pricing"),
+        person({"id": "fresh"}, "event", name="buy", attributes={"n": 2}),
+        person({"email": "New@Example.com"}, "event", name="buy"),
+        person({"id": "runner"}, "event", name="buy", id="01JBATCHTWICE000000000000"),
+        person({"id": "runner"}, "event", name="buy", id="01JBATCHTWICE000000000000"),
+        person({"id": "runner"}, "event", name="seen", id="01JBATCHSEEN0000000000000"),
+        person({"cio_id": "nobody"}, "event", name="buy"),
+        person({"id": "mid"}, "identify", attributes={"plan": "free"}),
+        person({"id": "mid"}, "event", name="buy"),
+        person({"id": "fresh"}, "screen", name="home"),
+    ]
+    assert batch(api, items).status_code == 200
+    assert members(api, segment_id) == {"runner"}
+    # A refused item sends the batch down the one-at-a-time path: the others are still applied once.
+    items = [
+        person({"id": "mid"}, "event", name="buy"),
+        person({"email": "gone@example.com"}, "event", name="buy"),
+        person({"id": "fresh"}, "event", name="wish"),
+    ]
+    response = batch(api, items)
+    assert response.status_code == 207, response.text
+    assert [(e["batch_index"], e["reason"]) for e in response.json()["errors"]] == [(1, "suppressed")]
+    runner = [(a["type"], a["name"]) for a in api.activities("runner") if a["type"] in ("event", "page")]
+    assert sorted(runner) == sorted(
+        [("event", "seen"), ("event", "buy"), ("page", "/pricing"), ("event", "buy")]
+    )
+    fresh = api.activities("fresh")
+    assert sorted((a["type"], a["name"]) for a in fresh if a["type"] in ("event", "screen")) == [
+        ("event", "buy"),
+        ("event", "wish"),
+        ("screen", "home"),
+    ]
+    assert [a["data"]["n"] for a in fresh if a["name"] == "buy"] == [2]
+    assert customer(api, "new@example.com", "email")["identifiers"]["email"] == "New@Example.com"
+    assert [a["name"] for a in api.activities("mid", type="event")] == ["buy", "buy"]
+    assert customer(api, "mid")["attributes"]["plan"] == "free"
+    assert api.attributes("gone@example.com", "email").status_code == 404
+    assert members(api, segment_id) == {"runner", "mid"}

@@ -95,8 +95,24 @@ def prepare_batch(items: Sequence[Any], ws: WorkspaceContext, *, now: int) -> Pr
 
 def apply_batch(session: Session, operations: Sequence[tuple[int, Operation]]) -> list[ItemError]:
     """Apply every operation; a rejected one is rolled back alone and reported."""
-    refused = apply_each(session, operations, lambda entry: entry[1](session))
+    refused = apply_each(
+        session, operations, lambda entry: entry[1](session), together=lambda all_: _apply_runs(session, all_)
+    )
     return [ItemError(index, exc) for (index, _), exc in refused]
+
+
+def _apply_runs(session: Session, operations: Sequence[tuple[int, Operation]]) -> None:
+    """Apply operations in order, each run of consecutive person events as one set (the shape of most
+    batches: a stream of events)."""
+    run: list[events.PersonEvent] = []
+    for _, operation in operations:
+        if isinstance(operation, events.PersonEvent):
+            run.append(operation)
+            continue
+        events.track_person_events(session, run)
+        run = []
+        operation(session)
+    events.track_person_events(session, run)
 
 
 # -- reading the envelope --------------------------------------------------------------------------
@@ -197,7 +213,7 @@ def _person_event(entity: dict[str, Any], ws: WorkspaceContext, now: int) -> Ope
     event = events.parse_event(
         {**entity, "type": entity["action"]}, ws.settings.limits, data_key="attributes"
     )
-    return lambda session: events.track_person_event(session, ws, ident, event, now=now)
+    return events.PersonEvent(ws, ident, event, now)
 
 
 def _person_relationships(entity: dict[str, Any], ws: WorkspaceContext, now: int) -> Operation:

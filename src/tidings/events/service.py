@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from tidings.models import Event, Form
 from tidings.people import activity, anonymous
 from tidings.people import service as people
 from tidings.people.attributes import byte_len, check_identifier
-from tidings.people.identifiers import Identifier
+from tidings.people.identifiers import Identifier, find_person_ids
 from tidings.segments import realtime
 from tidings.workspaces.limits import Limits
 from tidings.workspaces.schemas import WorkspaceContext
@@ -130,6 +131,88 @@ def track_person_event(
         realtime.touched(session, ws.workspace_id, [person_id], [event_key(event)], now=now)
         _note(session, ws.workspace_id, person_id, event_id, event, timestamp, now=now)
     return inserted
+
+
+@dataclass(frozen=True)
+class PersonEvent:
+    """One person event, checked and ready: applied alone by calling it, or with its neighbours in a
+    batch by :func:`track_person_events`."""
+
+    ws: WorkspaceContext
+    ident: Identifier
+    event: EventInput
+    now: int
+    source: str = "track"
+
+    def __call__(self, session: Session) -> bool:
+        return track_person_event(session, self.ws, self.ident, self.event, now=self.now, source=self.source)
+
+
+# Many rows in one statement (SQLAlchemy's "insertmanyvalues"); the ids returned are the events inserted.
+_INSERT_EVENTS = {
+    is_postgres: insert(Event)
+    .on_conflict_do_nothing(index_elements=["workspace_id", "event_id"])
+    .returning(Event.event_id)
+    for is_postgres, insert in ((False, sqlite_insert), (True, pg_insert))
+}
+
+
+def track_person_events(session: Session, items: Sequence[PersonEvent]) -> None:
+    """Person events of one workspace, with the effects of :func:`track_person_event` for each, in a
+    constant number of statements: one lookup of everyone named, one insert of the events, one of their
+    activities. People named for the first time are created one by one, as the single path does."""
+    if not items:
+        return
+    ws = items[0].ws
+    found = find_person_ids(session, ws.workspace_id, (item.ident for item in items))
+    rows: list[dict[str, Any]] = []
+    kept: list[tuple[PersonEvent, int, str, int]] = []
+    for item in items:
+        person_id = found.get(item.ident)
+        if person_id is None:
+            person_id = people.ensure_person_id(session, ws, item.ident, now=item.now)
+            if person_id is None:
+                continue
+            found[item.ident] = person_id
+        event = item.event
+        timestamp = event.timestamp if event.timestamp is not None else item.now
+        event_id = event.event_id or new_ulid()
+        rows.append(
+            {
+                "workspace_id": ws.workspace_id,
+                "event_id": event_id,
+                "person_id": person_id,
+                "anonymous_id": None,
+                "type": event.type,
+                "name": event.name,
+                "data": event.data,
+                "timestamp": timestamp,
+                "received_at": item.now,
+                "can_trigger": timestamp >= item.now - TRIGGER_WINDOW_SECONDS,
+                "source": item.source,
+            }
+        )
+        kept.append((item, person_id, event_id, timestamp))
+    if not rows:
+        return
+    connection = session.connection()
+    inserted = set(
+        connection.execute(_INSERT_EVENTS[connection.dialect.name == "postgresql"], rows).scalars()
+    )
+    entries: list[tuple[int | None, str, int, dict[str, Any], str]] = []
+    touched: dict[str, list[int]] = {}
+    now = max(item.now for item in items)
+    for item, person_id, event_id, timestamp in kept:
+        if event_id not in inserted:
+            continue
+        inserted.discard(event_id)  # an id sent twice in one batch is one event
+        event = item.event
+        entries.append((person_id, event.type, timestamp, {"event_id": event_id, **event.data}, event.name))
+        touched.setdefault(event_key(event), []).append(person_id)
+        _note(session, ws.workspace_id, person_id, event_id, event, timestamp, now=item.now)
+    activity.record_many(session, ws.workspace_id, entries)
+    for key, person_ids in touched.items():
+        realtime.touched(session, ws.workspace_id, person_ids, [key], now=now)
 
 
 def _note(

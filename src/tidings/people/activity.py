@@ -7,6 +7,7 @@ Types follow Customer.io's activity feed: ``attribute_change``, ``failed_attribu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import insert
@@ -48,9 +49,13 @@ def record(
 
 
 def record_many(
-    session: Session, workspace_id: int, entries: list[tuple[int | None, str, int, dict[str, Any]]]
+    session: Session,
+    workspace_id: int,
+    entries: Sequence[
+        tuple[int | None, str, int, dict[str, Any]] | tuple[int | None, str, int, dict[str, Any], str]
+    ],
 ) -> None:
-    """Several entries (person, type, time, data) in one executemany."""
+    """Several entries (person, type, time, data, and optionally a name) in one executemany."""
     if not entries:
         return
     session.connection().execute(
@@ -58,15 +63,15 @@ def record_many(
         [
             {
                 "workspace_id": workspace_id,
-                "person_id": person_id,
+                "person_id": entry[0],
                 "activity_id": new_ulid(),
-                "type": type_,
-                "name": None,
-                "timestamp": now,
-                "data": data,
+                "type": entry[1],
+                "name": entry[4] if len(entry) == 5 else None,
+                "timestamp": entry[2],
+                "data": entry[3],
                 "delivery_id": None,
                 "delivery_type": None,
             }
-            for person_id, type_, now, data in entries
+            for entry in entries
         ],
     )

@@ -9,17 +9,18 @@ domain calls the Track API makes, so both surfaces mean the same thing: ``userId
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from tidings.db.isolation import apply_each
 from tidings.deliveries import service as deliveries
-from tidings.errors import InvalidInput
+from tidings.errors import InvalidInput, TidingsError
 from tidings.events import service as events
 from tidings.events.service import EventInput
 from tidings.models import Person, PipelinesMessage
@@ -132,9 +133,14 @@ def apply(session: Session, ws: WorkspaceContext, raw: Any, *, call: str, now: i
         HANDLERS[message.call](session, ws, message, now)
 
 
+def _stored_message_id(message_id: str | None) -> str | None:
+    if message_id is not None and len(message_id) > MAX_MESSAGE_ID:
+        return "sha256:" + hashlib.sha256(message_id.encode()).hexdigest()
+    return message_id
+
+
 def _first_time(session: Session, workspace_id: int, message_id: str, now: int) -> bool:
-    if len(message_id) > MAX_MESSAGE_ID:
-        message_id = "sha256:" + hashlib.sha256(message_id.encode()).hexdigest()
+    message_id = _stored_message_id(message_id) or message_id
     if session.get(PipelinesMessage, (workspace_id, message_id)) is not None:
         return False
     # Written in the message's own transaction or savepoint: the id is remembered exactly when the
@@ -183,9 +189,82 @@ def split_batch(body: Any, limits: Limits) -> tuple[list[BatchItem], list[Droppe
 def apply_batch(session: Session, ws: WorkspaceContext, items: list[BatchItem], *, now: int) -> list[Dropped]:
     """Apply every item: an invalid item is dropped without losing the others."""
     refused = apply_each(
-        session, items, lambda item: apply(session, ws, item.message, call=item.call, now=now)
+        session,
+        items,
+        lambda item: apply(session, ws, item.message, call=item.call, now=now),
+        together=lambda all_: _apply_runs(session, ws, all_, now),
     )
     return [Dropped(item.index, exc.message) for item, exc in refused]
+
+
+def _apply_runs(session: Session, ws: WorkspaceContext, items: Sequence[BatchItem], now: int) -> None:
+    """Apply items in order, each run of consecutive plain person events (track, page and screen calls
+    with a userId) as one set; anything else goes through :func:`apply` on its own."""
+    run: list[tuple[str | None, events.PersonEvent]] = []
+    for item in items:
+        plain = _plain_person_event(ws, item, now)
+        if plain is not None:
+            run.append(plain)
+            continue
+        _apply_run(session, ws, run, now)
+        run = []
+        apply(session, ws, item.message, call=item.call, now=now)
+    _apply_run(session, ws, run, now)
+
+
+def _plain_person_event(
+    ws: WorkspaceContext, item: BatchItem, now: int
+) -> tuple[str | None, events.PersonEvent] | None:
+    """The item as a person event with its messageId, when it is one; None sends it down the usual path
+    (which also reports whatever makes it invalid)."""
+    if item.call not in ("track", "page", "screen"):
+        return None
+    try:
+        message = _parse(item.message, item.call, ws.settings.limits)
+        if message.user_id is None:
+            return None
+        if item.call == "track":
+            name = _required_text(message.fields.get("event"), "event")
+            if name in SEMANTIC_EVENTS:
+                return None
+            event = _event(name, "event", message.object("properties"), message, ws.settings.limits)
+        else:
+            event = _view_event(message, item.call, ws.settings.limits)
+    except TidingsError:
+        return None
+    person_event = events.PersonEvent(ws, Identifier("id", message.user_id), event, now, SOURCE)
+    return _stored_message_id(message.message_id), person_event
+
+
+def _apply_run(
+    session: Session, ws: WorkspaceContext, run: Sequence[tuple[str | None, events.PersonEvent]], now: int
+) -> None:
+    """A run of person events: the messageIds seen before (or earlier in the run) are skipped, the new
+    ones remembered in one insert, the events recorded as a set."""
+    if not run:
+        return
+    ids = {message_id for message_id, _ in run if message_id is not None}
+    seen = set(
+        session.scalars(
+            select(PipelinesMessage.message_id).where(
+                PipelinesMessage.workspace_id == ws.workspace_id, PipelinesMessage.message_id.in_(ids)
+            )
+        )
+        if ids
+        else ()
+    )
+    fresh: list[events.PersonEvent] = []
+    remembered: list[dict[str, Any]] = []
+    for message_id, person_event in run:
+        if message_id is not None:
+            if message_id in seen:
+                continue
+            seen.add(message_id)
+            remembered.append({"workspace_id": ws.workspace_id, "message_id": message_id, "received_at": now})
+        fresh.append(person_event)
+    if remembered:
+        session.connection().execute(insert(PipelinesMessage), remembered)
+    events.track_person_events(session, fresh)
 
 
 # -- who a message is about --------------------------------------------------------------------------
@@ -301,6 +380,10 @@ def _screen(session: Session, ws: WorkspaceContext, message: Message, now: int) 
 
 
 def _view(session: Session, ws: WorkspaceContext, message: Message, now: int, type_: str) -> None:
+    _record(session, ws, message, _view_event(message, type_, ws.settings.limits), now)
+
+
+def _view_event(message: Message, type_: str, limits: Limits) -> EventInput:
     properties = message.object("properties")
     name = people.as_id(message.fields.get("name"), "name")
     if name is None and type_ == "page":
@@ -315,7 +398,7 @@ def _view(session: Session, ws: WorkspaceContext, message: Message, now: int, ty
     if isinstance(category, str) and category:
         # The Python library sends a page's category beside its name rather than in its properties.
         properties = {"category": category, **properties}
-    _record(session, ws, message, _event(name, type_, properties, message, ws.settings.limits), now)
+    return _event(name, type_, properties, message, limits)
 
 
 def _event(name: str, type_: str, data: dict[str, Any], message: Message, limits: Limits) -> EventInput:
