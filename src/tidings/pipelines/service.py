@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from tidings.db.isolation import apply_each
@@ -236,34 +237,45 @@ def _plain_person_event(
     return _stored_message_id(message.message_id), person_event
 
 
+_REMEMBER = {
+    is_postgres: insert_for(PipelinesMessage)
+    .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
+    .returning(PipelinesMessage.message_id)
+    for is_postgres, insert_for in ((False, sqlite_insert), (True, pg_insert))
+}
+
+
 def _apply_run(
     session: Session, ws: WorkspaceContext, run: Sequence[tuple[str | None, events.PersonEvent]], now: int
 ) -> None:
     """A run of person events: the messageIds seen before (or earlier in the run) are skipped, the new
-    ones remembered in one insert, the events recorded as a set."""
+    ones remembered, the events recorded as a set."""
     if not run:
         return
-    ids = {message_id for message_id, _ in run if message_id is not None}
-    seen = set(
-        session.scalars(
-            select(PipelinesMessage.message_id).where(
-                PipelinesMessage.workspace_id == ws.workspace_id, PipelinesMessage.message_id.in_(ids)
+    rows: dict[str, dict[str, Any]] = {}
+    for message_id, _ in run:
+        if message_id is not None:
+            rows.setdefault(
+                message_id, {"workspace_id": ws.workspace_id, "message_id": message_id, "received_at": now}
             )
+    connection = session.connection()
+    # Remembering and checking in one statement: the ids returned are the ones not seen before.
+    first_seen = (
+        set(
+            connection.execute(
+                _REMEMBER[connection.dialect.name == "postgresql"], list(rows.values())
+            ).scalars()
         )
-        if ids
-        else ()
+        if rows
+        else set()
     )
     fresh: list[events.PersonEvent] = []
-    remembered: list[dict[str, Any]] = []
     for message_id, person_event in run:
         if message_id is not None:
-            if message_id in seen:
+            if message_id not in first_seen:
                 continue
-            seen.add(message_id)
-            remembered.append({"workspace_id": ws.workspace_id, "message_id": message_id, "received_at": now})
+            first_seen.discard(message_id)  # the same id later in the run is a repeat
         fresh.append(person_event)
-    if remembered:
-        session.connection().execute(insert(PipelinesMessage), remembered)
     events.track_person_events(session, fresh)
 
 
