@@ -1,5 +1,6 @@
-"""Profile an ingestion hot path: run the Track v1 mix (B1) or B2's batches against ``tidings serve`` while py-spy samples the server,
-then summarise where the time goes (per thread, self time, and inclusive time of Tidings' own functions).
+"""Profile an ingestion hot path: run the Track v1 mix (B1) or B2's batches against ``tidings serve``
+while py-spy samples the server, then summarise where the time goes (per thread, self time, and
+inclusive time of Tidings' own functions).
 
 py-spy is not a project dependency; install it anywhere (``python3 -m venv /tmp/pyspy && /tmp/pyspy/bin/pip
 install py-spy``) and pass ``--py-spy /tmp/pyspy/bin/py-spy``. Usage::
@@ -161,8 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sampler.returncode != 0 or not raw.exists():
         print(output.decode(errors="replace"), file=sys.stderr)
         return 1
+    sampled = "GIL holder only" if args.gil else "all active threads"
     print(
-        f"{args.workload} on {args.backend} under py-spy ({'GIL holder only' if args.gil else 'all active threads'}, "
+        f"{args.workload} on {args.backend} under py-spy ({sampled}, "
         f"{args.rate} Hz): {load.ok_per_second:,.0f} req/s with {generator} "
         f"(warm-up {warm.ok_per_second:,.0f} req/s); raw stacks in {raw}\n"
     )

@@ -76,6 +76,8 @@ class Size:
     b6_workers: tuple[int, ...]
     # B6 broadcast fan-out: recipients of one API-triggered broadcast.
     b6_broadcast_recipients: int = 100_000
+    # B9: people imported through the batch API while the server's memory is sampled.
+    b9_import_people: int = 1_000_000
     # B5: people identified first; measured pings a second and for how long, under background events
     # a second (another event name); runs per backend.
     b5_people: int = 2_000
@@ -145,6 +147,7 @@ SIZES = {
         b6_deliveries=500,
         b6_workers=(1, 2),
         b6_broadcast_recipients=300,
+        b9_import_people=500,
         b5_people=100,
         b5_rate=10.0,
         b5_seconds=3.0,
@@ -408,10 +411,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         b9 = run_b9(
             args.workdir,
             generator=generator,
+            backends=tuple(b for b in backends if b != "postgres" or postgres_available()),
             repeats=size.b9_repeats,
             warmup_seconds=size.b9_warmup_seconds,
             warmup_requests=size.b9_warmup_requests,
             modes=size.b9_modes,
+            import_people=size.b9_import_people,
         )
 
     sections: dict[str, str] = {}

@@ -13,6 +13,8 @@ from bench.b9 import INHERIT, run_b9
 from bench.report import NOTES_MARKER, environment, render_b1, render_b2, render_b9, summary, write_results
 from bench.server import RunningServer, serving
 
+from tests.conftest import BACKENDS
+
 
 @pytest.fixture(scope="module")
 def bench_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
@@ -64,24 +66,35 @@ def test_b2_commits_every_acknowledged_event(bench_server: RunningServer) -> Non
     assert "executemany" in render_b2([result], environment(), {})
 
 
-def test_b9_measures_start_and_memory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_b9_measures_start_memory_and_an_import(tmp_path: Path, backend: str) -> None:
     result = run_b9(
         tmp_path,
         generator="python",
+        backends=(backend,),
         repeats=1,
         warmup_seconds=30,
         warmup_requests=100,
         modes=(INHERIT,),
         settle_seconds=0.1,
+        import_people=300,
     )
 
-    run = result.runs[0]
+    [run] = result.runs
+    assert run.backend == backend
     assert run.ready_fresh_seconds > 0
     assert run.ready_existing_seconds > 0
     assert run.rss_idle_bytes > 0
     assert run.rss_after_warmup_bytes > 0
     assert run.warmup.ok == 100
-    assert "as this environment has it" in render_b9(result, environment())
+    [imported] = result.imports
+    assert imported.load.ok == 3
+    assert imported.stored == imported.people == 300
+    assert imported.rss_peak_bytes >= imported.rss_before_bytes > 0
+    assert imported.samples >= 2
+    rendered = render_b9(result, environment())
+    assert "as this environment has it" in rendered
+    assert f"| {backend} | 300 | 300 |" in rendered
 
 
 def test_results_keep_other_sections_and_the_notes(tmp_path: Path) -> None:
