@@ -23,7 +23,15 @@ from tidings.errors import Conflict, InvalidInput, NotFound
 from tidings.journeys.blocks import MESSAGE_ACTION_TYPES, variant_block
 from tidings.journeys.engine import definition_of
 from tidings.journeys.workflow import BLOCK_TYPES, Block, DefinitionError
-from tidings.messaging.templates import CHANNELS, apply_fields, find_template, validate_content
+from tidings.messaging import senders
+from tidings.messaging.templates import (
+    CHANNELS,
+    FROM_ID,
+    apply_fields,
+    find_template,
+    overlay,
+    validate_content,
+)
 from tidings.models import (
     Campaign,
     CampaignAction,
@@ -407,14 +415,17 @@ def action_view(
         if language:
             if language not in template.languages:
                 raise NotFound(f"action {action.id} has no {language!r} translation")
-            content.update(template.languages[language])
+            content = overlay(content, template.languages[language])
+        from_id = content.get(FROM_ID)
+        sender = senders.address_for(session, campaign.workspace_id, from_id) if from_id else None
         view.update(
             {
                 "sending_state": "automatic",
                 "layout": template.layout_id,
                 "body": content.get("body", ""),
                 "subject": content.get("subject", ""),
-                "from": content.get("from", ""),
+                "from": sender or content.get("from", ""),
+                "from_id": from_id,
                 "reply_to": content.get("reply_to", ""),
                 "preheader_text": content.get("preheader", ""),
                 "recipient": content.get("to", ""),
@@ -472,12 +483,13 @@ def update_action(
     if "content" in changes and isinstance(changes["content"], dict):
         changes.update(changes.pop("content"))
     clean = validate_content(template.channel, changes, path="action")
+    senders.check_contents(session, workspace_id, [("action", clean)])
     if language:
         languages = dict(template.languages)
-        languages[language] = {**languages.get(language, {}), **clean}
+        languages[language] = overlay(languages.get(language, {}), clean)
         template.languages = languages
     else:
-        template.content = {**template.content, **clean}
+        template.content = overlay(template.content, clean)
     template.updated_at = action.updated_at = now
     session.flush()
     return action_view(session, campaign, action, language)

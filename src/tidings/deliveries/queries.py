@@ -102,10 +102,11 @@ def message_view(delivery: Delivery, identifiers: dict[str, str | None] | None) 
         "failure_message": delivery.failure_message,
         "campaign_id": delivery.campaign_id,
         "action_id": delivery.action_id,
-        # Tidings has no nested actions or newsletter variants yet.
+        # Tidings has no nested actions.
         "parent_action_id": None,
         "newsletter_id": delivery.newsletter_id,
-        "content_id": None,
+        # The newsletter content (test group variant) the message was made from.
+        "content_id": delivery.template_id if delivery.newsletter_id is not None else None,
         "broadcast_id": delivery.broadcast_id,
         "trigger_event_id": delivery.trigger_event_id,
         "type": delivery.channel,
@@ -419,11 +420,15 @@ class Scope:
     column: str
     value: int
     channel: str | None = None
+    # Within the scope, only the deliveries of this content (one variant of a newsletter).
+    template_id: int | None = None
 
     def conditions(self) -> list[ColumnElement[bool]]:
         conditions = [SCOPE_COLUMNS[self.column] == self.value]
         if self.channel is not None:
             conditions.append(Delivery.channel == self.channel)
+        if self.template_id is not None:
+            conditions.append(Delivery.template_id == self.template_id)
         return conditions
 
 

@@ -14,8 +14,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tidings.messaging import senders
 from tidings.messaging.liquid import RenderFailed
-from tidings.messaging.templates import FIELDS, liquid, snippets_of
+from tidings.messaging.templates import FIELDS, FROM_ID, liquid, overlay, snippets_of
 from tidings.models import Delivery, Device, Layout, MessageTemplate, Object, ObjectType, Person, Relationship
 from tidings.tracking.links import DeliveryLinks
 from tidings.tracking.rewrite import track_html
@@ -74,9 +75,8 @@ def content_of(template: MessageTemplate | None, request: dict[str, Any]) -> dic
     content: dict[str, Any] = dict(template.content) if template is not None else {}
     language = request.get("language")
     if template is not None and language and language in template.languages:
-        content.update(template.languages[language])
-    content.update(request.get("overrides") or {})
-    return content
+        content = overlay(content, template.languages[language])
+    return overlay(content, request.get("overrides") or {})
 
 
 def load_context(
@@ -201,6 +201,8 @@ def prepare(
     request = delivery.request or {}
     options = request.get("options") or {}
     content = content_of(template, request)
+    # A sender identity is not Liquid: its address is looked up now, as the identity stands.
+    from_id = content.pop(FROM_ID, None)
     context, layout = load_context(session, delivery, template, person, content=content, snippets=snippets)
     try:
         rendered = render_content(
@@ -216,6 +218,13 @@ def prepare(
     except RenderFailed as exc:
         raise PrepareFailed(str(exc)) from exc
     if delivery.channel == "email":
+        if request.get("from_address"):
+            # A transactional send's from_id, looked up when the send was accepted.
+            rendered["from"] = request["from_address"]
+        elif from_id is not None:
+            rendered["from"] = senders.address_for(session, delivery.workspace_id, from_id)
+            if rendered["from"] is None:
+                raise PrepareFailed(f"sender identity {from_id} no longer exists")
         if not rendered.get("from"):
             rendered["from"] = default_from
         if not rendered.get("from"):

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tidings.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from tidings.messaging import senders
 from tidings.messaging.liquid import LiquidTemplates
 from tidings.models import Layout, MessageTemplate, Snippet, SubscriptionTopic
 
@@ -63,6 +64,8 @@ READ_ONLY = frozenset({"id", "created_at", "updated_at"})
 MAX_SNIPPET_BYTES = 16_000
 MAX_SNIPPETS_TOTAL_BYTES = 5_000_000
 MAX_NAME = 255
+# The email content field naming a sender identity (the other choice to ``from``).
+FROM_ID = "from_id"
 
 liquid = LiquidTemplates()
 
@@ -81,22 +84,32 @@ def _text(body: dict[str, Any], key: str, *, required: bool = False, default: st
 
 
 def validate_content(channel: str, content: Any, *, path: str = "content") -> dict[str, Any]:
-    """The channel's fields from ``content``, each checked as Liquid; unknown fields are refused."""
+    """The channel's fields from ``content``, each checked as Liquid; unknown fields are refused. Email
+    also takes ``from_id`` (a sender identity, instead of ``from``; whether it exists is checked with the
+    workspace, by :func:`check_senders`)."""
     if not isinstance(content, dict):
         raise InvalidInput(f"{path} must be an object", field=path)
     fields = {field.name: field for field in FIELDS[channel]}
-    unknown = sorted(set(content) - set(fields))
+    known = [*fields, FROM_ID] if channel == "email" else list(fields)
+    unknown = sorted(set(content) - set(known))
     if unknown:
         raise InvalidInput(
-            f"{path}: unknown field {unknown[0]!r} for {channel}; expected {', '.join(fields)}",
+            f"{path}: unknown field {unknown[0]!r} for {channel}; expected {', '.join(known)}",
             field=f"{path}.{unknown[0]}",
         )
+    if content.get("from") is not None and content.get(FROM_ID) is not None:
+        raise InvalidInput(f"{path}: give from or from_id, not both", field=f"{path}.{FROM_ID}")
     clean: dict[str, Any] = {}
     for name, value in content.items():
         if value is None:
             continue
-        field = fields[name]
         where = f"{path}.{name}"
+        if name == FROM_ID:
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**63:
+                raise InvalidInput(f"{where} must be the id of a sender identity", field=where)
+            clean[name] = value
+            continue
+        field = fields[name]
         if field.mapping:
             if not isinstance(value, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in value.items()
@@ -110,6 +123,29 @@ def validate_content(channel: str, content: Any, *, path: str = "content") -> di
             liquid.validate(value, field=where)
         clean[name] = value
     return clean
+
+
+def overlay(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """``layer``'s fields over ``base``'s. ``from`` and ``from_id`` are one setting: a layer giving
+    either replaces the other below it (a translation's ``from`` wins over the default's ``from_id``)."""
+    merged = dict(base)
+    if layer.get("from") is not None:
+        merged.pop(FROM_ID, None)
+    if layer.get(FROM_ID) is not None:
+        merged.pop("from", None)
+    merged.update(layer)
+    return merged
+
+
+def check_senders(session: Session, template: MessageTemplate) -> None:
+    """Every ``from_id`` of the template's content and translations names one of its workspace's sender
+    identities (400 naming the path otherwise)."""
+    senders.check_contents(
+        session,
+        template.workspace_id,
+        [("content", template.content)]
+        + [(f"languages.{code}", content) for code, content in (template.languages or {}).items()],
+    )
 
 
 # -- templates ---------------------------------------------------------------------------------------
@@ -210,6 +246,8 @@ def apply_fields(
             str(code): validate_content(template.channel, content, path=f"languages.{code}")
             for code, content in languages.items()
         }
+    if "content" in body or "languages" in body or creating:
+        check_senders(session, template)
     for flag in FLAGS:
         if flag in body:
             if not isinstance(body[flag], bool):
@@ -283,10 +321,9 @@ def set_language(
     session: Session, workspace_id: int, ref: int | str, language: str, content: Any, *, now: int
 ) -> dict[str, Any]:
     template = get_template(session, workspace_id, ref)
-    template.languages = {
-        **template.languages,
-        language: validate_content(template.channel, content, path="content"),
-    }
+    translation = validate_content(template.channel, content, path="content")
+    senders.check_contents(session, workspace_id, [("content", translation)])
+    template.languages = {**template.languages, language: translation}
     template.updated_at = now
     session.flush()
     return language_content(template, language)

@@ -18,10 +18,11 @@ from tidings.models.delivery import Delivery, DeliveryMetricReport
 from tidings.models.event import Event, Form, PipelinesMessage
 from tidings.models.job import Job
 from tidings.models.messaging import AddressSuppression, Layout, MessageTemplate, Snippet, SubscriptionTopic
-from tidings.models.newsletter import Newsletter
+from tidings.models.newsletter import Newsletter, NewsletterTestGroup
 from tidings.models.object import Object, ObjectType, Relationship
 from tidings.models.person import Activity, AnonymousProfile, Device, Person, Suppression
 from tidings.models.segment import Segment, SegmentMembership, SegmentTimer, SegmentTransition
+from tidings.models.sender import SenderIdentity
 from tidings.models.webhook import ReportingWebhook, WebhookPost
 from tidings.models.workspace import Account, Credential, Workspace
 
@@ -55,6 +56,7 @@ __all__ = [
     "Layout",
     "MessageTemplate",
     "Newsletter",
+    "NewsletterTestGroup",
     "Object",
     "ObjectType",
     "Person",
@@ -65,6 +67,7 @@ __all__ = [
     "SegmentMembership",
     "SegmentTimer",
     "SegmentTransition",
+    "SenderIdentity",
     "Snippet",
     "SubscriptionTopic",
     "Suppression",

@@ -8,13 +8,15 @@ time zone; the sending worker does the rest. ``cursor`` (the last person key exp
 resumes where the last committed chunk ended and nobody is messaged twice.
 
 The content is a ``MessageTemplate`` of kind ``newsletter`` (``template_id``), with its translations.
+An A/B test adds ``NewsletterTestGroup`` rows, one per variant, each with a content of its own; the
+newsletter's own content is test group A.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Text, false
+from sqlalchemy import ForeignKey, Index, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tidings.models.base import Base, BigId, JsonDoc
@@ -57,6 +59,42 @@ class Newsletter(Base):
     recipients_count: Mapped[int] = mapped_column(default=0, server_default="0")
     # When every delivery had been written.
     sent_at: Mapped[int | None] = mapped_column(default=None)
+    # Rate limit and ramp count from this many deliveries written before the current send started (a
+    # test's winner is paced as a send of its own).
+    pace_base: Mapped[int] = mapped_column(default=0, server_default="0")
+    # A/B test "send the winner" (Tidings): {"test_percentage", "metric", "wait"}; None splits the whole
+    # audience between the test groups by their percentages.
+    winner_settings: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc, default=None)
+    # Where a winner test is: testing (expanding the test share), waiting (for the winner), winner
+    # (expanding the rest with the winner's content). ``test_held`` counts the people held back for the
+    # winner so far; ``winner_at`` is when the winner is (or was) picked.
+    test_phase: Mapped[str | None] = mapped_column(Text(), default=None)
+    test_held: Mapped[int] = mapped_column(default=0, server_default="0")
+    winner_at: Mapped[int | None] = mapped_column(default=None)
+    created_at: Mapped[int]
+    updated_at: Mapped[int]
+
+
+class NewsletterTestGroup(Base):
+    """One variant of a newsletter's A/B test: its own content, sent to ``percentage`` percent of the
+    recipients (of the test share, when the winner is sent to the rest)."""
+
+    __tablename__ = "newsletter_test_groups"
+    __table_args__ = (UniqueConstraint("newsletter_id", "position"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletters.id", ondelete="CASCADE"))
+    # 0 for A (the newsletter's own content), 1 for B, …
+    position: Mapped[int]
+    label: Mapped[str] = mapped_column(Text(), default="")
+    template_id: Mapped[int | None] = mapped_column(
+        ForeignKey("message_templates.id", ondelete="SET NULL"), default=None
+    )
+    percentage: Mapped[int]
+    # Deliveries written with this group's content (moves with the newsletter's cursor, chunk by chunk).
+    recipients_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    winner: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[int]
     updated_at: Mapped[int]
 

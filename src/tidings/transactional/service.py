@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from tidings.deliveries import lifecycle
 from tidings.errors import InvalidInput, NotFound
 from tidings.ids import new_delivery_id
+from tidings.messaging import senders
 from tidings.messaging.channels.email import parse_recipients, validate_attachments, validate_headers
 from tidings.messaging.templates import auto_create, find_template, liquid
 from tidings.models import Delivery, MessageTemplate
@@ -54,7 +55,7 @@ OVERRIDES = {
     "push": ("title", "message", "image_url", "link", "sound"),
 }
 OPTIONS = {
-    "email": {"headers", "attachments", "tracked", "disable_css_preprocessing", "fake_bcc"},
+    "email": {"from_id", "headers", "attachments", "tracked", "disable_css_preprocessing", "fake_bcc"},
     "sms": {"to"},
     "push": {"to", "custom_data", "custom_payload", "custom_device"},
 }
@@ -112,6 +113,18 @@ def _overrides(channel: str, body: dict[str, Any]) -> dict[str, str]:
         liquid.validate(value, field=key)
         overrides[key] = value
     return overrides
+
+
+def _sender(
+    session: Session, ws: WorkspaceContext, body: dict[str, Any], overrides: dict[str, str]
+) -> str | None:
+    """The address ``from_id`` names, as the identity is now: a send keeps no content that could later
+    name a deleted identity. It is sent as it is (not Liquid), over the message's own sender."""
+    if body.get("from_id") is None:
+        return None
+    if overrides.get("from") is not None:
+        raise InvalidInput("give from or from_id, not both", field="from_id")
+    return senders.address_of(senders.resolve(session, ws.workspace_id, body["from_id"]))
 
 
 def _email_checks(
@@ -200,8 +213,10 @@ def send(
         raise InvalidInput("send_at may be at most 90 days ahead", field="send_at")
     template = _template(session, ws, channel, body, now=now)
     overrides = _overrides(channel, body)
+    from_address = None
     if channel == "email":
-        _email_checks(body, template, overrides, ws.settings.messaging.email.default_from)
+        from_address = _sender(session, ws, body, overrides)
+        _email_checks(body, template, overrides, from_address or ws.settings.messaging.email.default_from)
     elif channel == "sms":
         _sms_checks(body, template, overrides)
     else:
@@ -209,7 +224,7 @@ def send(
     person = ensure_person(session, ws, ident, now=now)
     if person is None:
         raise NotFound(f"no person has {ident}")
-    options = {key: body[key] for key in OPTIONS[channel] if body.get(key) is not None}
+    options = {key: body[key] for key in OPTIONS[channel] - {"from_id"} if body.get(key) is not None}
     draft = bool(_flag(body, "queue_draft")) or bool(template is not None and template.queue_drafts)
     delivery = Delivery(
         id=new_delivery_id(),
@@ -225,6 +240,7 @@ def send(
             "language": language,
             "send_to_unsubscribed": send_to_unsubscribed,
             "transactional": True,
+            **({"from_address": from_address} if from_address else {}),
         },
         retain_content=not (
             bool(_flag(body, "disable_message_retention"))

@@ -1,5 +1,6 @@
 """App API: newsletters (``/v1/newsletters``) — create, read, change, schedule, send, test sends, contents
-and translations, metrics and messages. The logic is in :mod:`tidings.newsletters.service`."""
+and translations, A/B test groups, metrics and messages. The logic is in
+:mod:`tidings.newsletters.service`."""
 
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ _EMAIL = {
     "subject": docs.STRING,
     "body": docs.STRING,
     "from": docs.STRING,
+    "from_id": {
+        "type": "integer",
+        "description": "A sender identity (GET /v1/sender_identities); not with from",
+    },
     "reply_to": docs.STRING,
     "preheader_text": docs.STRING,
     "body_plain": docs.STRING,
@@ -77,7 +82,41 @@ _SCHEDULE = docs.json_body(
     docs.obj({"scheduled_at": docs.UNIX, "send_in_recipient_timezone": {"type": "boolean"}}, ["scheduled_at"])
 )
 _TEST = docs.json_body(
-    docs.obj({"emails": {"type": "array", "items": docs.STRING}, "identifiers": docs.IDENTIFIERS}, ["emails"])
+    docs.obj(
+        {
+            "emails": {"type": "array", "items": docs.STRING},
+            "identifiers": docs.IDENTIFIERS,
+            "test_group_id": {"type": "integer"},
+        },
+        ["emails"],
+    )
+)
+_ADD_GROUP = docs.json_body(docs.obj({"label": docs.STRING, **_EMAIL}, []))
+_GROUPS = docs.json_body(
+    docs.obj(
+        {
+            "test_groups": {
+                "type": "array",
+                "items": docs.obj(
+                    {"id": {"type": "integer"}, "percentage": {"type": "integer"}, "label": docs.STRING},
+                    ["id"],
+                ),
+            },
+            "winner_settings": docs.obj(
+                {
+                    "test_percentage": {"type": "integer", "minimum": 1, "maximum": 99},
+                    "metric": {"enum": ["opened", "clicked"]},
+                    "wait": {"type": "integer", "description": "seconds"},
+                },
+                ["test_percentage", "wait"],
+            ),
+        },
+        [],
+    ),
+    example={
+        "test_groups": [{"id": 1, "percentage": 70}, {"id": 2, "percentage": 30}],
+        "winner_settings": {"test_percentage": 20, "metric": "opened", "wait": 14400},
+    },
 )
 
 
@@ -107,7 +146,7 @@ async def create_newsletter(request: Request, ws: Workspace) -> Response:
 @router.get("/{newsletter_id}", summary="One newsletter")
 async def get_newsletter(newsletter_id: Id, request: Request, ws: Workspace) -> Response:
     found = await runtime_of(request).db.read(
-        lambda s: newsletters.view(newsletters.get(s, ws.workspace_id, newsletter_id))
+        lambda s: newsletters.view(s, newsletters.get(s, ws.workspace_id, newsletter_id))
     )
     return json_response({"newsletter": found})
 
@@ -236,6 +275,122 @@ async def delete_language(newsletter_id: Id, language: str, request: Request, ws
     now = runtime.clock.now_int()
     await runtime.db.write(
         lambda s: newsletters.delete_language(s, ws.workspace_id, newsletter_id, language, now=now)
+    )
+    return json_response({})
+
+
+# -- A/B test groups ---------------------------------------------------------------------------------
+
+
+@router.get("/{newsletter_id}/test_groups", summary="A newsletter's A/B test groups")
+async def list_test_groups(newsletter_id: Id, request: Request, ws: Workspace) -> Response:
+    found = await runtime_of(request).db.read(
+        lambda s: newsletters.test_groups(s, ws.workspace_id, newsletter_id)
+    )
+    return json_response(found)
+
+
+@router.post(
+    "/{newsletter_id}/test_groups",
+    summary="Add an A/B test group (a copy of the default content)",
+    openapi_extra=_ADD_GROUP,
+)
+async def add_test_group(newsletter_id: Id, request: Request, ws: Workspace) -> Response:
+    runtime = runtime_of(request)
+    body = await read_object(request, MAX_BODY, allow_empty=True)
+    now = runtime.clock.now_int()
+    found = await runtime.db.write(lambda s: newsletters.add_test_group(s, ws, newsletter_id, body, now=now))
+    return json_response({"newsletter": found})
+
+
+@router.put(
+    "/{newsletter_id}/test_groups",
+    summary="Set the test groups' percentages, labels and winner settings (Tidings)",
+    openapi_extra=_GROUPS,
+)
+async def update_test_groups(newsletter_id: Id, request: Request, ws: Workspace) -> Response:
+    runtime = runtime_of(request)
+    body = await read_object(request, MAX_BODY)
+    now = runtime.clock.now_int()
+    found = await runtime.db.write(
+        lambda s: newsletters.update_test_groups(s, ws.workspace_id, newsletter_id, body, now=now)
+    )
+    return json_response(found)
+
+
+@router.post(
+    "/{newsletter_id}/test_group/{test_group_id}/language",
+    summary="Add a translation to a test group",
+    openapi_extra=_LANGUAGE,
+)
+async def add_group_language(
+    newsletter_id: Id, test_group_id: str, request: Request, ws: Workspace
+) -> Response:
+    runtime = runtime_of(request)
+    body = await read_object(request, MAX_BODY)
+    now = runtime.clock.now_int()
+    fields = {key: value for key, value in body.items() if key != "language"}
+    found = await runtime.db.write(
+        lambda s: newsletters.put_language(
+            s,
+            ws.workspace_id,
+            newsletter_id,
+            body.get("language"),
+            fields,
+            now=now,
+            creating=True,
+            test_group_id=test_group_id,
+        )
+    )
+    return json_response(found)
+
+
+@router.get(
+    "/{newsletter_id}/test_group/{test_group_id}/language/{language}", summary="A test group's translation"
+)
+async def get_group_language(
+    newsletter_id: Id, test_group_id: str, language: str, request: Request, ws: Workspace
+) -> Response:
+    found = await runtime_of(request).db.read(
+        lambda s: newsletters.get_language(
+            s, ws.workspace_id, newsletter_id, language, test_group_id=test_group_id
+        )
+    )
+    return json_response(found)
+
+
+@router.put(
+    "/{newsletter_id}/test_group/{test_group_id}/language/{language}",
+    summary="Set a test group's translation",
+    openapi_extra=_CONTENT,
+)
+async def put_group_language(
+    newsletter_id: Id, test_group_id: str, language: str, request: Request, ws: Workspace
+) -> Response:
+    runtime = runtime_of(request)
+    body = await read_object(request, MAX_BODY)
+    now = runtime.clock.now_int()
+    found = await runtime.db.write(
+        lambda s: newsletters.put_language(
+            s, ws.workspace_id, newsletter_id, language, body, now=now, test_group_id=test_group_id
+        )
+    )
+    return json_response(found)
+
+
+@router.delete(
+    "/{newsletter_id}/test_group/{test_group_id}/language/{language}",
+    summary="Delete a test group's translation",
+)
+async def delete_group_language(
+    newsletter_id: Id, test_group_id: str, language: str, request: Request, ws: Workspace
+) -> Response:
+    runtime = runtime_of(request)
+    now = runtime.clock.now_int()
+    await runtime.db.write(
+        lambda s: newsletters.delete_language(
+            s, ws.workspace_id, newsletter_id, language, now=now, test_group_id=test_group_id
+        )
     )
     return json_response({})
 
