@@ -53,7 +53,7 @@ async def identify(identifier: str, request: Request, ws: Workspace) -> Response
     body = await read_object(request, MAX_BODY, allow_empty=True)
     ident = path_identifier(identifier, ws)
     now = runtime.clock.now_int()
-    await runtime.db.write(lambda s: people.identify(s, ws, ident, body, now=now))
+    await runtime.db.write(people.Identify(ws, ident, body, now))
     return ok()
 
 
@@ -128,7 +128,7 @@ async def track_event(identifier: str, request: Request, ws: Workspace) -> Respo
     event = events.parse_event(body, ws.settings.limits)
     ident = path_identifier(identifier, ws)
     now = runtime.clock.now_int()
-    await runtime.db.write(lambda s: events.track_person_event(s, ws, ident, event, now=now))
+    await runtime.db.write(events.PersonEvent(ws, ident, event, now))
     return ok()
 
 

@@ -9,6 +9,11 @@ only that unit. The awaiting request is answered only after the shared COMMIT re
 "durable" while the fsync cost is paid once per batch instead of once per request. Work that must happen
 in the same transaction as every change (real-time segment evaluation) hooks SQLAlchemy's
 ``before_commit``, which also fires as each savepoint is released.
+
+A unit may also say that it can be applied together with others of its kind (:class:`Groupable`): in a
+batch's first run, units with the same ``group_key`` are applied by one call, in fewer statements than
+one at a time. Units of a batch are concurrent requests, so no order between them is promised, and
+gathering them changes nothing a client can rely on.
 """
 
 from __future__ import annotations
@@ -17,11 +22,11 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import anyio.to_thread
 from sqlalchemy import Engine
@@ -37,6 +42,46 @@ log = logging.getLogger(__name__)
 
 # Errors worth re-running a unit alone for: a race with another process (unique key) or a lock timeout.
 _RETRYABLE = (IntegrityError, OperationalError)
+
+
+@runtime_checkable
+class Groupable(Protocol):
+    """A unit of work that knows how to be applied with others of its kind."""
+
+    @property
+    def group_key(self) -> Hashable:
+        """Units with equal keys can be applied together by :meth:`apply_group`."""
+        ...
+
+    @staticmethod
+    def apply_group(session: Session, units: Sequence[Any]) -> Sequence[object]:
+        """Apply ``units`` (all of this key) as one; return each one's result, in order."""
+        ...
+
+    def __call__(self, session: Session) -> object: ...
+
+
+def apply_units(session: Session, fns: Sequence[Callable[[Session], Any]]) -> list[Any]:
+    """Apply units in order, except that the units of each group key are applied together, at the place
+    of the group's first unit."""
+    groups: dict[Hashable, list[int]] = {}
+    for place, fn in enumerate(fns):
+        if isinstance(fn, Groupable):
+            groups.setdefault(fn.group_key, []).append(place)
+    results: list[Any] = [None] * len(fns)
+    applied: set[int] = set()
+    for place, fn in enumerate(fns):
+        if place in applied:
+            continue
+        if isinstance(fn, Groupable) and len(members := groups[fn.group_key]) > 1:
+            together = fn.apply_group(session, [fns[member] for member in members])
+            for member, result in zip(members, together, strict=True):
+                results[member] = result
+            applied.update(members)
+        else:
+            results[place] = fn(session)
+        session.flush()
+    return results
 
 
 @dataclass
@@ -179,10 +224,7 @@ class Database:
         of it is kept and the caller re-runs the batch with per-unit isolation."""
         try:
             with self._write_sessions() as session, session.begin():
-                results = []
-                for unit in batch:
-                    results.append(unit.fn(session))
-                    session.flush()
+                results = apply_units(session, [unit.fn for unit in batch])
         except Exception:
             return False
         for unit, result in zip(batch, results, strict=True):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import groupby
+from typing import Any, cast
 
 import orjson
 from sqlalchemy.orm import Session
@@ -102,17 +103,16 @@ def apply_batch(session: Session, operations: Sequence[tuple[int, Operation]]) -
 
 
 def _apply_runs(session: Session, operations: Sequence[tuple[int, Operation]]) -> None:
-    """Apply operations in order, each run of consecutive person events as one set (the shape of most
-    batches: a stream of events)."""
-    run: list[events.PersonEvent] = []
-    for _, operation in operations:
-        if isinstance(operation, events.PersonEvent):
-            run.append(operation)
-            continue
-        events.track_person_events(session, run)
-        run = []
-        operation(session)
-    events.track_person_events(session, run)
+    """Apply operations in order, each run of consecutive person events, or of consecutive plain
+    identifies, as one set (the shapes of most batches: a stream of events, an import of people)."""
+    for kind, run in groupby((operation for _, operation in operations), key=type):
+        if kind is events.PersonEvent:
+            events.track_person_events(session, cast(list[events.PersonEvent], list(run)))
+        elif kind is people.Identify:
+            people.identify_all(session, cast(list[people.Identify], list(run)))
+        else:
+            for operation in run:
+                operation(session)
 
 
 # -- reading the envelope --------------------------------------------------------------------------
@@ -197,6 +197,8 @@ def _person_identify(entity: dict[str, Any], ws: WorkspaceContext, now: int) -> 
     relationships = entity.get("cio_relationships")
     if relationships is not None:
         objects.parse_object_links(relationships)
+    if relationships is None:
+        return people.Identify(ws, ident, attributes, now, timestamp)
     return lambda session: people.identify(
         session, ws, ident, attributes, now=now, timestamp=timestamp, relationships=relationships
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,6 +147,14 @@ class PersonEvent:
     def __call__(self, session: Session) -> bool:
         return track_person_event(session, self.ws, self.ident, self.event, now=self.now, source=self.source)
 
+    @property
+    def group_key(self) -> Hashable:
+        return ("person_event", self.ws.workspace_id)
+
+    @staticmethod
+    def apply_group(session: Session, units: Sequence[PersonEvent]) -> list[bool]:
+        return track_person_events(session, units)
+
 
 # Many rows in one statement (SQLAlchemy's "insertmanyvalues"); the ids returned are the events inserted.
 _INSERT_EVENTS = {
@@ -157,17 +165,19 @@ _INSERT_EVENTS = {
 }
 
 
-def track_person_events(session: Session, items: Sequence[PersonEvent]) -> None:
+def track_person_events(session: Session, items: Sequence[PersonEvent]) -> list[bool]:
     """Person events of one workspace, with the effects of :func:`track_person_event` for each, in a
     constant number of statements: one lookup of everyone named, one insert of the events, one of their
-    activities. People named for the first time are created one by one, as the single path does."""
+    activities. People named for the first time are created one by one, as the single path does.
+    Returns, for each, whether it was recorded (not a repeated id, not an unknown cio_id)."""
+    recorded = [False] * len(items)
     if not items:
-        return
+        return recorded
     ws = items[0].ws
     found = find_person_ids(session, ws.workspace_id, (item.ident for item in items))
     rows: list[dict[str, Any]] = []
-    kept: list[tuple[PersonEvent, int, str, int]] = []
-    for item in items:
+    kept: list[tuple[int, PersonEvent, int, str, int]] = []
+    for place, item in enumerate(items):
         person_id = found.get(item.ident)
         if person_id is None:
             person_id = people.ensure_person_id(session, ws, item.ident, now=item.now)
@@ -192,9 +202,9 @@ def track_person_events(session: Session, items: Sequence[PersonEvent]) -> None:
                 "source": item.source,
             }
         )
-        kept.append((item, person_id, event_id, timestamp))
+        kept.append((place, item, person_id, event_id, timestamp))
     if not rows:
-        return
+        return recorded
     connection = session.connection()
     inserted = set(
         connection.execute(_INSERT_EVENTS[connection.dialect.name == "postgresql"], rows).scalars()
@@ -202,10 +212,11 @@ def track_person_events(session: Session, items: Sequence[PersonEvent]) -> None:
     entries: list[tuple[int | None, str, int, dict[str, Any], str]] = []
     touched: dict[str, list[int]] = {}
     now = max(item.now for item in items)
-    for item, person_id, event_id, timestamp in kept:
+    for place, item, person_id, event_id, timestamp in kept:
         if event_id not in inserted:
             continue
         inserted.discard(event_id)  # an id sent twice in one batch is one event
+        recorded[place] = True
         event = item.event
         entries.append((person_id, event.type, timestamp, {"event_id": event_id, **event.data}, event.name))
         touched.setdefault(event_key(event), []).append(person_id)
@@ -213,6 +224,7 @@ def track_person_events(session: Session, items: Sequence[PersonEvent]) -> None:
     activity.record_many(session, ws.workspace_id, entries)
     for key, person_ids in touched.items():
         realtime.touched(session, ws.workspace_id, person_ids, [key], now=now)
+    return recorded
 
 
 def _note(

@@ -73,6 +73,10 @@ _SUPPRESSED = select(Suppression.identifier_type, Suppression.value).where(
     Suppression.value.in_([bindparam(f"v{slot}") for slot in range(_SUPPRESSION_SLOTS)]),
 )
 
+# A batch's identifiers at once.
+_SUPPRESSED_MANY = select(Suppression.identifier_type, Suppression.value).where(
+    Suppression.workspace_id == bindparam("w"), Suppression.value.in_(bindparam("vs", expanding=True))
+)
 
 _FIND_PERSON_ID = {
     kind: select(Person.id).where(Person.workspace_id == bindparam("w"), column == bindparam("v")).limit(1)
@@ -173,13 +177,16 @@ def suppressed_identifier(session: Session, workspace_id: int, idents: list[Iden
     }
     values = [value for _, value in wanted]
     connection = session.connection()
-    for start in range(0, len(values), _SUPPRESSION_SLOTS):
-        chunk = values[start : start + _SUPPRESSION_SLOTS]
-        chunk += [chunk[0]] * (_SUPPRESSION_SLOTS - len(chunk))
-        params = {"w": workspace_id, **{f"v{slot}": value for slot, value in enumerate(chunk)}}
-        for kind, value in connection.execute(_SUPPRESSED, params):
-            if (kind, value) in wanted:
-                return wanted[(kind, value)]
+    if len(values) > _SUPPRESSION_SLOTS:
+        rows = connection.execute(_SUPPRESSED_MANY, {"w": workspace_id, "vs": values})
+    else:
+        values += [values[0]] * (_SUPPRESSION_SLOTS - len(values))
+        rows = connection.execute(
+            _SUPPRESSED, {"w": workspace_id, **{f"v{slot}": value for slot, value in enumerate(values)}}
+        )
+    for kind, value in rows:
+        if (kind, value) in wanted:
+            return wanted[(kind, value)]
     return None
 
 

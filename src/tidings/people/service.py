@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ from tidings.people.identifiers import (
     find_people,
     find_person,
     find_person_id,
+    find_person_ids,
     identifiers_of,
     refuse_suppressed,
     suppression_value,
@@ -125,20 +127,53 @@ def create_person(
     return person
 
 
-def identify(
-    session: Session,
+@dataclass(frozen=True)
+class _IdentifyRequest:
+    """An identify call, checked: what it names and what it sets."""
+
+    ident: Identifier
+    body: Mapping[str, Any]
+    attrs: dict[str, Any]
+    update_only: bool
+    stamp: int | None
+    new_id: str | None
+    new_email: str | None
+    created_at: int | None
+    prefs: dict[str, Any] | None
+    anonymous_id: str | None
+    relationships: Any
+    relationship_action: str
+    # Identifiers in the body naming someone other than the path identifier might.
+    body_idents: list[Identifier]
+
+    @property
+    def idents(self) -> list[Identifier]:
+        return [self.ident, *self.body_idents]
+
+    @property
+    def plain_creation(self) -> bool:
+        """Whether creating the person needs nothing beyond the person row and its attributes (no
+        anonymous merge, relationships, subscription reports or conditional update)."""
+        return (
+            self.ident.type != "cio_id"
+            and not self.update_only
+            and self.anonymous_id is None
+            and self.relationships is None
+            and self.prefs is None
+            and "unsubscribed" not in self.body
+        )
+
+
+def _read_identify(
     ws: WorkspaceContext,
     ident: Identifier,
     body: Mapping[str, Any],
     *,
-    now: int,
-    timestamp: int | None = None,
-    relationships: Any = None,
-    relationship_action: str = "add_relationships",
-    update_only: bool = False,
-) -> PersonRef | None:
-    """Create or update a person. Returns None when the call is dropped (unknown cio_id, or ``_update``
-    for nobody); conflicting identifiers are logged as an "Attribute Update Failure" activity."""
+    timestamp: int | None,
+    relationships: Any,
+    relationship_action: str,
+    update_only: bool,
+) -> _IdentifyRequest:
     limits = ws.settings.limits
     attrs = {key: value for key, value in body.items() if key not in SPECIAL_KEYS}
     update_only = update_only or truthy(body.get("_update"))
@@ -160,12 +195,58 @@ def identify(
     anonymous_id = as_id(body.get("anonymous_id"), "anonymous_id")
     if relationships is None and body.get("cio_relationships") is not None:
         relationships, relationship_action = _v1_relationships(body["cio_relationships"])
-
     body_idents = [Identifier("id", new_id)] if new_id and ident.type != "id" else []
     if new_email and (ident.type != "email" or email_key(new_email) != email_key(ident.value)):
         body_idents.append(Identifier("email", new_email))
-    found = find_people(session, ws.workspace_id, [ident, *body_idents])
-    refuse_suppressed(session, ws.workspace_id, [i for i in (ident, *body_idents) if i not in found])
+    return _IdentifyRequest(
+        ident,
+        body,
+        attrs,
+        update_only,
+        stamp,
+        new_id,
+        new_email,
+        created_at,
+        prefs,
+        anonymous_id,
+        relationships,
+        relationship_action,
+        body_idents,
+    )
+
+
+def identify(
+    session: Session,
+    ws: WorkspaceContext,
+    ident: Identifier,
+    body: Mapping[str, Any],
+    *,
+    now: int,
+    timestamp: int | None = None,
+    relationships: Any = None,
+    relationship_action: str = "add_relationships",
+    update_only: bool = False,
+) -> PersonRef | None:
+    """Create or update a person. Returns None when the call is dropped (unknown cio_id, or ``_update``
+    for nobody); conflicting identifiers are logged as an "Attribute Update Failure" activity."""
+    request = _read_identify(
+        ws,
+        ident,
+        body,
+        timestamp=timestamp,
+        relationships=relationships,
+        relationship_action=relationship_action,
+        update_only=update_only,
+    )
+    return _identify(session, ws, request, now=now)
+
+
+def _identify(
+    session: Session, ws: WorkspaceContext, request: _IdentifyRequest, *, now: int
+) -> PersonRef | None:
+    ident, body_idents = request.ident, request.body_idents
+    found = find_people(session, ws.workspace_id, request.idents)
+    refuse_suppressed(session, ws.workspace_id, [i for i in request.idents if i not in found])
     person = found.get(ident)
     others = {found[i].id: found[i] for i in body_idents if i in found}
     created = False
@@ -177,7 +258,7 @@ def identify(
             person = next(iter(others.values()))
             others.pop(person.id)
             _set_identifier(person, ident)
-        elif update_only:
+        elif request.update_only:
             activity.record(
                 session,
                 ws.workspace_id,
@@ -188,14 +269,8 @@ def identify(
             )
             return None
         else:
-            person = create_person(
-                session,
-                ws.workspace_id,
-                customer_id=ident.value if ident.type == "id" else None,
-                email=ident.value if ident.type == "email" else None,
-                now=created_at or now,
-                flush=False,
-            )
+            person = _new_person(ws, request, now=now)
+            session.add(person)
             created = True
     conflicting = [other for other in others.values() if other.id != person.id]
     if conflicting:
@@ -213,50 +288,13 @@ def identify(
         )
         return PersonRef(person.id, created)
 
-    changes: dict[str, dict[str, Any]] = {}
-    if new_id is not None and ident.type != "id" and person.customer_id != new_id:
-        changes["id"] = {"from": person.customer_id, "to": new_id}
-        person.customer_id = new_id
-    if new_email is not None and person.email != new_email:
-        changes["email"] = {"from": person.email, "to": new_email}
-        person.email, person.email_key = new_email, email_key(new_email)
-    if created_at is not None and person.created_at != created_at:
-        changes["created_at"] = {"from": person.created_at, "to": created_at}
-        person.created_at = created_at
-    if "unsubscribed" in body:
-        value = truthy(body["unsubscribed"])
-        if value != person.unsubscribed:
-            changes["unsubscribed"] = {"from": person.unsubscribed, "to": value}
-            person.unsubscribed = value
-    if prefs is not None:
-        merged = _merge_preferences(person.subscription_preferences or {}, prefs)
-        if merged != person.subscription_preferences:
-            changes["cio_subscription_preferences"] = {"from": person.subscription_preferences, "to": merged}
-            person.subscription_preferences = merged
-    if anonymous_id is not None:
+    anonymous_traits: dict[str, Any] = {}
+    if request.anonymous_id is not None:
         session.flush()
-        traits = anonymous.link(session, person, anonymous_id, now=now, limits=limits)
-        for name, value in traits.items():
-            if name not in SPECIAL_KEYS:
-                attrs.setdefault(name, value)
-    if attrs:
-        new_attrs, stamps, attr_changes = apply_attributes(
-            person.attributes or {},
-            person.attribute_timestamps or {},
-            attrs,
-            at=stamp or now,
-            limits=limits,
-            ordered=stamp is not None,
+        anonymous_traits = anonymous.link(
+            session, person, request.anonymous_id, now=now, limits=ws.settings.limits
         )
-        person.attributes, person.attribute_timestamps = new_attrs, stamps
-        changes.update(attr_changes.changed)
-    if changes:
-        stamps = dict(person.attribute_timestamps or {})
-        for name in ("id", "email", "created_at", "unsubscribed"):
-            if name in changes:
-                stamps[name] = stamp or now
-        person.attribute_timestamps = stamps
-        person.updated_at = now
+    changes = _apply_identify(person, request, ws, now=now, anonymous_traits=anonymous_traits)
     if "unsubscribed" in changes or "cio_subscription_preferences" in changes:
         _report_subscription(session, ws.workspace_id, person, changes, now=now)
     if created or changes:
@@ -274,25 +312,200 @@ def identify(
         signals.note(
             session, signals.AttributesChanged(ws.workspace_id, person.id, changes, created), now=now
         )
-    keys = [f"attr:{name}" for name in changes]
-    if created:
-        keys.extend(realtime.CREATED_KEYS)
-    if anonymous_id is not None:
+    keys = _changed_keys(changes, created)
+    if request.anonymous_id is not None:
         # The anonymous id's earlier events, now the person's, may match anything.
         keys.append(realtime.EVERYTHING)
     if keys:
         realtime.touched(session, ws.workspace_id, [person.id], keys, now=now)
-    if relationships is not None:
+    if request.relationships is not None:
         objects.apply_person_relationships(
             session,
             ws.workspace_id,
             person.id,
-            relationships,
-            action=relationship_action,
+            request.relationships,
+            action=request.relationship_action,
             now=now,
-            limits=limits,
+            limits=ws.settings.limits,
         )
     return PersonRef(person.id, created)
+
+
+def _new_person(ws: WorkspaceContext, request: _IdentifyRequest, *, now: int) -> Person:
+    """The person an identify creates, not yet added: its attributes are set before the INSERT."""
+    ident = request.ident
+    email = ident.value if ident.type == "email" else None
+    return Person(
+        workspace_id=ws.workspace_id,
+        cio_id=new_cio_id(),
+        customer_id=ident.value if ident.type == "id" else None,
+        email=email,
+        email_key=email_key(email) if email else None,
+        created_at=request.created_at or now,
+        updated_at=request.created_at or now,
+        unsubscribed=False,
+        attributes={},
+        attribute_timestamps={},
+        subscription_preferences={},
+    )
+
+
+def _apply_identify(
+    person: Person,
+    request: _IdentifyRequest,
+    ws: WorkspaceContext,
+    *,
+    now: int,
+    anonymous_traits: Mapping[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """Set what the call sets on ``person``; return the changes, as the activity log shows them."""
+    stamp, body = request.stamp, request.body
+    changes: dict[str, dict[str, Any]] = {}
+    if request.new_id is not None and request.ident.type != "id" and person.customer_id != request.new_id:
+        changes["id"] = {"from": person.customer_id, "to": request.new_id}
+        person.customer_id = request.new_id
+    if request.new_email is not None and person.email != request.new_email:
+        changes["email"] = {"from": person.email, "to": request.new_email}
+        person.email, person.email_key = request.new_email, email_key(request.new_email)
+    if request.created_at is not None and person.created_at != request.created_at:
+        changes["created_at"] = {"from": person.created_at, "to": request.created_at}
+        person.created_at = request.created_at
+    if "unsubscribed" in body:
+        value = truthy(body["unsubscribed"])
+        if value != person.unsubscribed:
+            changes["unsubscribed"] = {"from": person.unsubscribed, "to": value}
+            person.unsubscribed = value
+    if request.prefs is not None:
+        merged = _merge_preferences(person.subscription_preferences or {}, request.prefs)
+        if merged != person.subscription_preferences:
+            changes["cio_subscription_preferences"] = {"from": person.subscription_preferences, "to": merged}
+            person.subscription_preferences = merged
+    attrs = request.attrs
+    if anonymous_traits:
+        attrs = dict(attrs)
+        for name, value in anonymous_traits.items():
+            if name not in SPECIAL_KEYS:
+                attrs.setdefault(name, value)
+    if attrs:
+        new_attrs, stamps, attr_changes = apply_attributes(
+            person.attributes or {},
+            person.attribute_timestamps or {},
+            attrs,
+            at=stamp or now,
+            limits=ws.settings.limits,
+            ordered=stamp is not None,
+        )
+        person.attributes, person.attribute_timestamps = new_attrs, stamps
+        changes.update(attr_changes.changed)
+    if changes:
+        stamps = dict(person.attribute_timestamps or {})
+        for name in ("id", "email", "created_at", "unsubscribed"):
+            if name in changes:
+                stamps[name] = stamp or now
+        person.attribute_timestamps = stamps
+        person.updated_at = now
+    return changes
+
+
+def _changed_keys(changes: Mapping[str, Any], created: bool) -> list[str]:
+    """The dependency keys (see tidings.segments.conditions) an identify's changes touch."""
+    keys = [f"attr:{name}" for name in changes]
+    if created:
+        keys.extend(realtime.CREATED_KEYS)
+    return keys
+
+
+@dataclass(frozen=True)
+class Identify:
+    """A plain identify call, ready: applied alone by calling it, or with its neighbours in a batch by
+    :func:`identify_all`."""
+
+    ws: WorkspaceContext
+    ident: Identifier
+    body: Mapping[str, Any]
+    now: int
+    timestamp: int | None = None
+
+    def __call__(self, session: Session) -> PersonRef | None:
+        return identify(session, self.ws, self.ident, self.body, now=self.now, timestamp=self.timestamp)
+
+    @property
+    def group_key(self) -> Hashable:
+        return ("identify", self.ws.workspace_id)
+
+    @staticmethod
+    def apply_group(session: Session, units: Sequence[Identify]) -> list[PersonRef | None]:
+        return identify_all(session, units)
+
+    def read(self) -> _IdentifyRequest:
+        return _read_identify(
+            self.ws,
+            self.ident,
+            self.body,
+            timestamp=self.timestamp,
+            relationships=None,
+            relationship_action="add_relationships",
+            update_only=False,
+        )
+
+
+def identify_all(session: Session, items: Sequence[Identify]) -> list[PersonRef | None]:
+    """Identify calls of one workspace, with the effects of :func:`identify` for each. Calls creating a
+    person that no other call of the run names are applied as a set: one lookup, one suppression check,
+    one INSERT of the people and one of their activities. The others run one at a time, in order; since
+    they share no identifier with the created people, the order between the two groups cannot show."""
+    if not items:
+        return []
+    ws = items[0].ws
+    requests = [item.read() for item in items]
+    named = Counter(_ident_key(ident) for request in requests for ident in request.idents)
+    found = find_person_ids(session, ws.workspace_id, {i for request in requests for i in request.idents})
+    creating = [
+        place
+        for place, request in enumerate(requests)
+        if request.plain_creation
+        and not any(ident in found for ident in request.idents)
+        and all(named[_ident_key(ident)] == 1 for ident in request.idents)
+    ]
+    results: list[PersonRef | None] = [None] * len(items)
+    if creating:
+        refuse_suppressed(session, ws.workspace_id, [i for place in creating for i in requests[place].idents])
+        created: list[tuple[int, Person, dict[str, dict[str, Any]]]] = []
+        for place in creating:
+            person = _new_person(ws, requests[place], now=items[place].now)
+            changes = _apply_identify(person, requests[place], ws, now=items[place].now, anonymous_traits={})
+            session.add(person)
+            created.append((place, person, changes))
+        session.flush()  # one INSERT … RETURNING for all of them
+        activity.record_many(
+            session,
+            ws.workspace_id,
+            [
+                (person.id, "attribute_change", items[place].now, {"created": True, "changes": changes})
+                for place, person, changes in created
+            ],
+        )
+        touched: dict[tuple[str, ...], list[int]] = {}
+        for place, person, changes in created:
+            signals.note(
+                session,
+                signals.AttributesChanged(ws.workspace_id, person.id, changes, True),
+                now=items[place].now,
+            )
+            touched.setdefault(tuple(_changed_keys(changes, True)), []).append(person.id)
+            results[place] = PersonRef(person.id, True)
+        now = max(item.now for item in items)
+        for keys, person_ids in touched.items():
+            realtime.touched(session, ws.workspace_id, person_ids, keys, now=now)
+    done = set(creating)
+    for place, request in enumerate(requests):
+        if place not in done:
+            results[place] = _identify(session, ws, request, now=items[place].now)
+    return results
+
+
+def _ident_key(ident: Identifier) -> tuple[str, str]:
+    return ident.type, suppression_value(ident)
 
 
 def _v1_relationships(value: Any) -> tuple[Any, str]:
