@@ -24,7 +24,7 @@ from tidings.api.paths import EncodedSlashMiddleware
 from tidings.api.surfaces import json_response
 from tidings.campaigns import triggers as _triggers  # noqa: F401  (registers campaign triggers)
 from tidings.config import get_settings
-from tidings.runtime import Runtime
+from tidings.runtime import Runtime, freeze_startup_heap
 
 
 def create_app(runtime: Runtime | None = None) -> FastAPI:
@@ -33,6 +33,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.db.start()
+        freeze_startup_heap()
         # The MCP endpoint's session manager must run for as long as the app serves.
         async with app.state.mcp_sessions.run():
             yield

@@ -37,7 +37,7 @@ from tidings.errors import NotFound, TidingsError
 from tidings.messaging import files as message_files
 from tidings.messaging import templates
 from tidings.models import Account
-from tidings.runtime import Runtime
+from tidings.runtime import Runtime, freeze_startup_heap
 from tidings.segments import service as segments
 from tidings.segments.conditions import parse as parse_conditions
 from tidings.worker.loop import Worker
@@ -170,6 +170,7 @@ def worker() -> None:
     instance = Worker(runtime)
     signal.signal(signal.SIGTERM, lambda *_: instance.stop())
     console.print(f"Tidings worker {instance.worker_id} started")
+    freeze_startup_heap()
     try:
         instance.run_forever()
     except KeyboardInterrupt:
