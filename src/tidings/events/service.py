@@ -87,6 +87,26 @@ def _insert_event(session: Session, values: dict[str, Any]) -> bool:
     return connection.execute(statement, values).scalar() is not None
 
 
+def _person_event_row(
+    workspace_id: int, person_id: int, event: EventInput, *, now: int, source: str
+) -> dict[str, Any]:
+    """The ``events`` row of a person's event (a new ULID when the client sent no id)."""
+    timestamp = event.timestamp if event.timestamp is not None else now
+    return {
+        "workspace_id": workspace_id,
+        "event_id": event.event_id or new_ulid(),
+        "person_id": person_id,
+        "anonymous_id": None,
+        "type": event.type,
+        "name": event.name,
+        "data": event.data,
+        "timestamp": timestamp,
+        "received_at": now,
+        "can_trigger": timestamp >= now - TRIGGER_WINDOW_SECONDS,
+        "source": source,
+    }
+
+
 def track_person_event(
     session: Session,
     ws: WorkspaceContext,
@@ -100,24 +120,9 @@ def track_person_event(
     person_id = people.ensure_person_id(session, ws, ident, now=now)
     if person_id is None:
         return False
-    timestamp = event.timestamp if event.timestamp is not None else now
-    event_id = event.event_id or new_ulid()
-    inserted = _insert_event(
-        session,
-        {
-            "workspace_id": ws.workspace_id,
-            "event_id": event_id,
-            "person_id": person_id,
-            "anonymous_id": None,
-            "type": event.type,
-            "name": event.name,
-            "data": event.data,
-            "timestamp": timestamp,
-            "received_at": now,
-            "can_trigger": timestamp >= now - TRIGGER_WINDOW_SECONDS,
-            "source": source,
-        },
-    )
+    row = _person_event_row(ws.workspace_id, person_id, event, now=now, source=source)
+    event_id, timestamp = row["event_id"], row["timestamp"]
+    inserted = _insert_event(session, row)
     if inserted:
         activity.record(
             session,
@@ -184,25 +189,9 @@ def track_person_events(session: Session, items: Sequence[PersonEvent]) -> list[
             if person_id is None:
                 continue
             found[item.ident] = person_id
-        event = item.event
-        timestamp = event.timestamp if event.timestamp is not None else item.now
-        event_id = event.event_id or new_ulid()
-        rows.append(
-            {
-                "workspace_id": ws.workspace_id,
-                "event_id": event_id,
-                "person_id": person_id,
-                "anonymous_id": None,
-                "type": event.type,
-                "name": event.name,
-                "data": event.data,
-                "timestamp": timestamp,
-                "received_at": item.now,
-                "can_trigger": timestamp >= item.now - TRIGGER_WINDOW_SECONDS,
-                "source": item.source,
-            }
-        )
-        kept.append((place, item, person_id, event_id, timestamp))
+        row = _person_event_row(ws.workspace_id, person_id, item.event, now=item.now, source=item.source)
+        rows.append(row)
+        kept.append((place, item, person_id, row["event_id"], row["timestamp"]))
     if not rows:
         return recorded
     connection = session.connection()
