@@ -87,17 +87,24 @@ def _insert_event(session: Session, values: dict[str, Any]) -> bool:
     return connection.execute(statement, values).scalar() is not None
 
 
-def _person_event_row(
-    workspace_id: int, person_id: int, event: EventInput, *, now: int, source: str
+def _event_row(
+    workspace_id: int,
+    person_id: int | None,
+    event: EventInput,
+    *,
+    now: int,
+    source: str,
+    anonymous_id: str | None = None,
+    type_: str | None = None,
 ) -> dict[str, Any]:
-    """The ``events`` row of a person's event (a new ULID when the client sent no id)."""
+    """The ``events`` row of an event (a new ULID when the client sent no id)."""
     timestamp = event.timestamp if event.timestamp is not None else now
     return {
         "workspace_id": workspace_id,
         "event_id": event.event_id or new_ulid(),
         "person_id": person_id,
-        "anonymous_id": None,
-        "type": event.type,
+        "anonymous_id": anonymous_id,
+        "type": type_ or event.type,
         "name": event.name,
         "data": event.data,
         "timestamp": timestamp,
@@ -120,7 +127,7 @@ def track_person_event(
     person_id = people.ensure_person_id(session, ws, ident, now=now)
     if person_id is None:
         return False
-    row = _person_event_row(ws.workspace_id, person_id, event, now=now, source=source)
+    row = _event_row(ws.workspace_id, person_id, event, now=now, source=source)
     event_id, timestamp = row["event_id"], row["timestamp"]
     inserted = _insert_event(session, row)
     if inserted:
@@ -189,7 +196,7 @@ def track_person_events(session: Session, items: Sequence[PersonEvent]) -> list[
             if person_id is None:
                 continue
             found[item.ident] = person_id
-        row = _person_event_row(ws.workspace_id, person_id, item.event, now=item.now, source=item.source)
+        row = _event_row(ws.workspace_id, person_id, item.event, now=item.now, source=item.source)
         rows.append(row)
         kept.append((place, item, person_id, row["event_id"], row["timestamp"]))
     if not rows:
@@ -259,30 +266,23 @@ def track_anonymous_event(
 ) -> bool:
     """An event with an ``anonymous_id`` waits to be merged into a person (or goes straight to the person
     already linked to it). Without one it is an invite event, addressed by ``data.recipient``."""
-    timestamp = event.timestamp if event.timestamp is not None else now
     person_id = None
     if anonymous_id:
         check_identifier(anonymous_id, ws.settings.limits, field_name="anonymous_id")
         person_id = anonymous.linked_person_id(session, ws.workspace_id, anonymous_id)
         if person_id is None:
             anonymous.profile(session, ws.workspace_id, anonymous_id, now=now)
-    event_id = event.event_id or new_ulid()
-    inserted = _insert_event(
-        session,
-        {
-            "workspace_id": ws.workspace_id,
-            "event_id": event_id,
-            "person_id": person_id,
-            "anonymous_id": anonymous_id or None,
-            "type": event.type if anonymous_id else "invite",
-            "name": event.name,
-            "data": event.data,
-            "timestamp": timestamp,
-            "received_at": now,
-            "can_trigger": timestamp >= now - TRIGGER_WINDOW_SECONDS,
-            "source": source,
-        },
+    row = _event_row(
+        ws.workspace_id,
+        person_id,
+        event,
+        now=now,
+        source=source,
+        anonymous_id=anonymous_id or None,
+        type_=None if anonymous_id else "invite",
     )
+    event_id, timestamp = row["event_id"], row["timestamp"]
+    inserted = _insert_event(session, row)
     if inserted and person_id is not None:
         activity.record(
             session,
