@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
@@ -34,9 +35,11 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.db.start()
         freeze_startup_heap()
-        # The MCP endpoint's session manager must run for as long as the app serves.
-        async with app.state.mcp_sessions.run():
+        # Tasks that live as long as the app serves (the MCP session manager, started on first use).
+        async with anyio.create_task_group() as background:
+            app.state.background = background
             yield
+            background.cancel_scope.cancel()
         runtime.db.close()
 
     app = FastAPI(

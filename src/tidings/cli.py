@@ -23,7 +23,6 @@ from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tidings.agents import mcp_server
 from tidings.agents.client import Connection
 from tidings.ai import credits as ai_credits
 from tidings.ai import settings as ai_settings
@@ -201,6 +200,9 @@ def mcp_command() -> None:
     if not connection.app_key:
         err.print("[red]error:[/red] set TIDINGS_MCP_APP_KEY to an App API key")
         raise typer.Exit(2)
+    # Imported here: the MCP SDK is heavy, and `serve` and `worker` never need it at start.
+    from tidings.agents import mcp_server  # noqa: PLC0415
+
     anyio.run(mcp_server.run_stdio, connection)
 
 
