@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 
 from tests.conftest import BACKENDS, _require_postgres
 from tests.harness import TIDINGS, Api, Server, launch_server, postgres_database, stop_server
@@ -96,6 +97,62 @@ def test_a_worker_killed_mid_send_loses_and_duplicates_nothing(database: str, tm
             for delivery_id in ids:
                 mail = next(i.message for i in sink.messages if i.message["X-CIO-Delivery-Id"] == delivery_id)
                 assert delivery_id in mail["Message-ID"]
+        finally:
+            api.close()
+            stop_server(server)
+
+
+def test_a_delivery_that_cannot_be_prepared_holds_up_nothing(database: str, tmp_path: Path) -> None:
+    """The sender prepares a batch in one savepoint; when one delivery fails in a way nothing expects (here
+    its stored content is not an object, as a damaged row would be), the others still go out and that one
+    is put back for a later attempt, saying why."""
+    with SmtpSink() as sink:
+        server = launch_server(
+            database, "prepare", tmp_path, ("--no-worker",), {"TIDINGS_SMTP_URL": sink.url}
+        )
+        api = Api(server, server.new_workspace())
+        try:
+            ids = [
+                ok(
+                    api.app.post(
+                        "/v1/send/email",
+                        json={
+                            "identifiers": {"id": f"p{i}"},
+                            "to": f"p{i}@example.com",
+                            "from": "a@example.com",
+                            "subject": f"Message {i}",
+                            "body": f"<p>{i}</p>",
+                        },
+                    )
+                )["delivery_id"]
+                for i in range(4)
+            ]
+            damaged = ids[1]
+            engine = sqlalchemy.create_engine(server.database_url)
+            try:
+                with engine.begin() as connection:
+                    connection.execute(
+                        sqlalchemy.text("UPDATE deliveries SET rendered = :r WHERE id = :id"),
+                        {"r": "[1]", "id": damaged},
+                    )
+            finally:
+                engine.dispose()
+            worker = start_worker(server, sink, tmp_path / "worker.log")
+            try:
+                eventually(
+                    lambda: all(message(api, d)["state"] == "sent" for d in ids if d != damaged),
+                    what="the undamaged deliveries to be sent",
+                )
+                eventually(
+                    lambda: "internal error" in (message(api, damaged).get("failure_message") or ""),
+                    what="the damaged delivery to be put back with its reason",
+                )
+            finally:
+                worker.send_signal(signal.SIGINT)
+                worker.wait(timeout=15)
+            assert message(api, damaged)["state"] == "queued"
+            received = sorted(item.message["X-CIO-Delivery-Id"] for item in sink.messages)
+            assert received == sorted(d for d in ids if d != damaged)
         finally:
             api.close()
             stop_server(server)

@@ -33,6 +33,7 @@ from tidings.messaging.render import PrepareFailed, prepare
 from tidings.messaging.settings import MessagingSettings
 from tidings.messaging.templates import snippets_of
 from tidings.models import Delivery, Layout, MessageTemplate, Person, SubscriptionTopic, Workspace
+from tidings.people import activity
 from tidings.runtime import Runtime
 from tidings.tracking.links import delivery_links
 from tidings.workspaces.limits import WorkspaceSettings
@@ -292,22 +293,34 @@ class Sender:
                 _loaded += session.scalars(
                     select(SubscriptionTopic).where(SubscriptionTopic.id.in_(topic_ids))
                 ).all()
+        # Another worker may have taken some over after our lease ran out.
+        ours = [d for d in deliveries if d.leased_by == self.worker_id and d.state == "sending"]
         ready: list[Ready] = []
         by_id = {}
-        for delivery in deliveries:
-            if delivery.leased_by != self.worker_id or delivery.state != "sending":
-                continue  # another worker took it over after our lease ran out
-            try:
-                # A savepoint per delivery: one that cannot be prepared must not hold up the batch.
-                with session.begin_nested():
+        # The whole batch in one savepoint, written in one flush (an UPDATE per delivery, sent as one
+        # executemany) rather than a flush per delivery: that flush was a fifth of a worker's CPU.
+        try:
+            with session.no_autoflush, session.begin_nested():
+                for delivery in ours:
                     item = self._prepare_one(session, delivery, batch, now)
-            except Exception as exc:
-                log.exception("preparing delivery %s failed", delivery.id)
-                self._retry_later(session, delivery, now, f"internal error: {exc!r}")
-                continue
-            if item is not None:
-                ready.append(item)
-                by_id[item.delivery_id] = delivery
+                    if item is not None:
+                        ready.append(item)
+                        by_id[item.delivery_id] = delivery
+        except Exception:
+            # One delivery that cannot be prepared must not hold up the rest: again, one savepoint each.
+            log.warning("preparing a batch failed; preparing its deliveries one by one", exc_info=True)
+            ready, by_id = [], {}
+            for delivery in ours:
+                try:
+                    with session.begin_nested():
+                        item = self._prepare_one(session, delivery, batch, now)
+                except Exception as exc:
+                    log.exception("preparing delivery %s failed", delivery.id)
+                    self._retry_later(session, delivery, now, f"internal error: {exc!r}")
+                    continue
+                if item is not None:
+                    ready.append(item)
+                    by_id[item.delivery_id] = delivery
         return self._unsuppressed(session, ready, by_id, now)
 
     def _unsuppressed(
@@ -366,6 +379,12 @@ class Sender:
         # One query loads the batch; session.get below finds each delivery in the identity map.
         # (Held in ``_loaded``: the identity map only refers to objects weakly.)
         _loaded = session.scalars(select(Delivery).where(Delivery.id.in_([d for d, _ in outcomes]))).all()
+        with activity.batched(session):
+            self._finish_each(session, outcomes, now)
+
+    def _finish_each(
+        self, session: Session, outcomes: list[tuple[str, Sent | SendError | None]], now: int
+    ) -> None:
         for delivery_id, outcome in outcomes:
             delivery = session.get(Delivery, delivery_id)
             if delivery is None or delivery.leased_by != self.worker_id or delivery.state != "sending":

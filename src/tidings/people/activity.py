@@ -7,16 +7,19 @@ Types follow Customer.io's activity feed: ``attribute_change``, ``failed_attribu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from tidings.ids import new_ulid
+from tidings.ids import new_ulid, new_ulids
 from tidings.models import Activity
 
 _INSERT = insert(Activity)
+# Where a ``batched`` block collects its entries (in ``Session.info``, so nested code needs no argument).
+_BUFFER = "tidings.activity.buffer"
 
 
 def record(
@@ -31,21 +34,41 @@ def record(
     delivery_id: str | None = None,
     delivery_type: str | None = None,
 ) -> None:
+    row = {
+        "workspace_id": workspace_id,
+        "person_id": person_id,
+        "activity_id": new_ulid(),
+        "type": type_,
+        "name": name,
+        "timestamp": now,
+        "data": data or {},
+        "delivery_id": delivery_id,
+        "delivery_type": delivery_type,
+    }
+    buffer: list[dict[str, Any]] | None = session.info.get(_BUFFER)
+    if buffer is not None:
+        buffer.append(row)
+        return
     # A Core insert: the log is append-only, so the ORM's unit of work would only add cost.
-    session.connection().execute(
-        _INSERT,
-        {
-            "workspace_id": workspace_id,
-            "person_id": person_id,
-            "activity_id": new_ulid(),
-            "type": type_,
-            "name": name,
-            "timestamp": now,
-            "data": data or {},
-            "delivery_id": delivery_id,
-            "delivery_type": delivery_type,
-        },
-    )
+    session.connection().execute(_INSERT, row)
+
+
+@contextmanager
+def batched(session: Session) -> Iterator[None]:
+    """Entries recorded inside the block are written together when it ends, in one executemany (the
+    sender records one per delivery of a batch). Nothing in the block may read them back before then.
+    On an exception nothing is written: the caller's transaction is failing anyway."""
+    if _BUFFER in session.info:
+        yield  # already batching: the outer block writes
+        return
+    buffer: list[dict[str, Any]] = []
+    session.info[_BUFFER] = buffer
+    try:
+        yield
+    finally:
+        del session.info[_BUFFER]
+    if buffer:
+        session.connection().execute(_INSERT, buffer)
 
 
 def record_many(
@@ -64,7 +87,7 @@ def record_many(
             {
                 "workspace_id": workspace_id,
                 "person_id": entry[0],
-                "activity_id": new_ulid(),
+                "activity_id": activity_id,
                 "type": entry[1],
                 "name": entry[4] if len(entry) == 5 else None,
                 "timestamp": entry[2],
@@ -72,6 +95,6 @@ def record_many(
                 "delivery_id": None,
                 "delivery_type": None,
             }
-            for entry in entries
+            for entry, activity_id in zip(entries, new_ulids(len(entries)), strict=True)
         ],
     )
