@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import orjson
 
 from bench.load import JSON_CONTENT, LoadResult, RequestTemplate, Workload, basic_auth, machine_load, run_load
-from bench.server import RunningServer, StoreCounts, Workspace
+from bench.server import Analyzer, RunningServer, StoreCounts, Workspace
 
 # Set by every identify and by nothing else: people carrying it were written by an identify.
 IDENTIFIED_ATTRIBUTE = "plan"
@@ -151,14 +151,15 @@ def run_b1(
             prefix=secrets.token_hex(3),
         )
 
-    if warmup_seconds > 0:
-        load(NOOP, warmup_seconds)
-        load(track_v1_mix(server.new_workspace()), warmup_seconds)
     runs = []
-    for _ in range(repeats):
-        noop = load(NOOP, seconds)
-        workspace = server.new_workspace()
-        ingest = load(track_v1_mix(workspace), seconds)
-        counts = server.counts(workspace.workspace_id, identified_attribute=IDENTIFIED_ATTRIBUTE)
-        runs.append(B1Run(noop, ingest, counts, b1_commitment(ingest, counts)))
+    with Analyzer(server.database_url):
+        if warmup_seconds > 0:
+            load(NOOP, warmup_seconds)
+            load(track_v1_mix(server.new_workspace()), warmup_seconds)
+        for _ in range(repeats):
+            noop = load(NOOP, seconds)
+            workspace = server.new_workspace()
+            ingest = load(track_v1_mix(workspace), seconds)
+            counts = server.counts(workspace.workspace_id, identified_attribute=IDENTIFIED_ATTRIBUTE)
+            runs.append(B1Run(noop, ingest, counts, b1_commitment(ingest, counts)))
     return B1Result(server.backend, generator, connections, seconds, tuple(runs), load_at_start)

@@ -22,7 +22,7 @@ from sqlalchemy import insert
 
 from bench.b1 import Commitment, commitment
 from bench.load import JSON_CONTENT, LoadResult, RequestTemplate, Workload, basic_auth, machine_load, run_load
-from bench.server import RunningServer, Workspace
+from bench.server import Analyzer, RunningServer, Workspace
 from tidings.db import Database
 from tidings.db.engine import create_store_engine
 from tidings.ids import new_cio_id, new_ulid
@@ -172,24 +172,19 @@ def run_b2(
     baseline_rows: int = 100_000,
 ) -> B2Result:
     load_at_start = machine_load()
-    surfaces = []
-    for surface in SURFACES:
-        unavailable = probe(server, surface)
-        runs: list[B2Run] = []
-        for _ in range(0 if unavailable else repeats):
-            workspace = server.new_workspace()
-            load = run_load(
-                generator,
-                server.base_url,
-                batch_workload(surface, workspace),
+    with Analyzer(server.database_url):
+        surfaces = [
+            _surface(
+                server,
+                surface,
+                generator=generator,
                 connections=connections,
                 seconds=seconds,
+                repeats=repeats,
                 max_requests=max_requests,
-                prefix=secrets.token_hex(3),
             )
-            stored = server.counts(workspace.workspace_id).events
-            runs.append(B2Run(load, stored, batch_commitment(load, stored)))
-        surfaces.append(B2Surface(surface, unavailable, tuple(runs)))
+            for surface in SURFACES
+        ]
     baseline = tuple(executemany_baseline(server.database_url, baseline_rows) for _ in range(repeats))
     return B2Result(
         server.backend,
@@ -201,6 +196,34 @@ def run_b2(
         baseline_rows,
         load_at_start,
     )
+
+
+def _surface(
+    server: RunningServer,
+    surface: str,
+    *,
+    generator: str,
+    connections: int,
+    seconds: float,
+    repeats: int,
+    max_requests: int,
+) -> B2Surface:
+    unavailable = probe(server, surface)
+    runs: list[B2Run] = []
+    for _ in range(0 if unavailable else repeats):
+        workspace = server.new_workspace()
+        load = run_load(
+            generator,
+            server.base_url,
+            batch_workload(surface, workspace),
+            connections=connections,
+            seconds=seconds,
+            max_requests=max_requests,
+            prefix=secrets.token_hex(3),
+        )
+        stored = server.counts(workspace.workspace_id).events
+        runs.append(B2Run(load, stored, batch_commitment(load, stored)))
+    return B2Surface(surface, unavailable, tuple(runs))
 
 
 def batch_commitment(load: LoadResult, events_stored: int) -> Commitment:

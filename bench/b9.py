@@ -23,11 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-import psycopg
 
 from bench.b1 import track_v1_mix
 from bench.load import JSON_CONTENT, LoadResult, RequestTemplate, Workload, basic_auth, machine_load, run_load
-from bench.server import RunningServer, Workspace, start_server, stop_server, throwaway_database
+from bench.server import (
+    Analyzer,
+    RunningServer,
+    Workspace,
+    start_server,
+    stop_server,
+    throwaway_database,
+)
 
 IDLE_SETTLE_SECONDS = 2.0
 RSS_SAMPLE_SECONDS = 0.5
@@ -191,39 +197,6 @@ class RssSampler:
             self._stop.wait(self._every)
 
 
-class Analyzer:
-    """On PostgreSQL, ``ANALYZE`` the tables an import grows every few seconds, as autovacuum does in
-    production. This machine's server runs with ``autovacuum = off`` (a CI setting), so without it the
-    statistics stay those of the empty tables, and a plan the server cached for a prepared lookup early
-    on (an index on ``workspace_id`` alone, fine for a few rows) is never replaced: each batch's lookup
-    then reads the whole workspace, and the import slows to a crawl as the table grows."""
-
-    TABLES = ("people", "activities")
-
-    def __init__(self, database_url: str, every: float = 5.0) -> None:
-        self._url, self._every = database_url, every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="analyzer", daemon=True)
-
-    def __enter__(self) -> Analyzer:
-        if self._url.startswith("postgresql"):
-            self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _run(self) -> None:
-        with psycopg.connect(
-            self._url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
-        ) as db:
-            while not self._stop.wait(self._every):
-                for table in self.TABLES:
-                    db.execute(f"ANALYZE {table}")
-
-
 def import_once(
     workdir: Path, backend: str, *, people: int, settle_seconds: float = IDLE_SETTLE_SECONDS
 ) -> B9Import:
@@ -236,7 +209,7 @@ def import_once(
             time.sleep(settle_seconds)
             before = server.rss_bytes()
             requests = max(1, people // IMPORT_PEOPLE_PER_REQUEST)
-            with RssSampler(server) as sampler, Analyzer(url):
+            with RssSampler(server) as sampler, Analyzer(url, tables=("people", "activities")):
                 load = run_load(
                     "python",
                     server.base_url,

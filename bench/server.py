@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -264,3 +265,41 @@ class HelperProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+class Analyzer:
+    """On PostgreSQL, ``ANALYZE`` the tables a benchmark grows every few seconds, as autovacuum does in
+    production. This machine's server runs with ``autovacuum = off`` (a CI setting), so without it the
+    statistics stay those of the empty tables, and a plan the server cached for a prepared lookup early
+    on (an index on ``workspace_id`` alone, fine for a few rows) is never replaced: each lookup then
+    reads the whole workspace, and ingestion slows down as the table grows (B9's import slowed to a
+    crawl; B1 and B2 vary from run to run). A no-op on SQLite."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        tables: tuple[str, ...] = ("people", "events", "activities"),
+        every: float = 5.0,
+    ) -> None:
+        self._url, self._every, self._tables = database_url, every, tables
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="analyzer", daemon=True)
+
+    def __enter__(self) -> Analyzer:
+        if self._url.startswith("postgresql"):
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        with psycopg.connect(
+            self._url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+        ) as db:
+            while not self._stop.wait(self._every):
+                for table in self._tables:
+                    db.execute(f"ANALYZE {table}")

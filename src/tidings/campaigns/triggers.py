@@ -31,6 +31,7 @@ from tidings.journeys.engine import convert, definition_of
 from tidings.models import Campaign, Journey, Object, Relationship, Workspace
 from tidings.segments.search import holds
 from tidings.worker import wake
+from tidings.workspaces import versions
 
 LIVE = ("active", "paused")
 
@@ -65,9 +66,7 @@ _lock = threading.Lock()
 
 
 def index(session: Session, workspace_id: int) -> Index:
-    version = (
-        session.execute(select(Workspace.campaigns_version).where(Workspace.id == workspace_id)).scalar() or 0
-    )
+    _, version = versions.read(session, workspace_id)
     key = (str(session.get_bind().engine.url), workspace_id)
     found = _cache.get(key)
     if found is not None and found.version == version:
@@ -123,6 +122,7 @@ def bump(session: Session, workspace_id: int) -> None:
         .where(Workspace.id == workspace_id)
         .values(campaigns_version=Workspace.campaigns_version + 1)
     )
+    versions.forget(session, workspace_id)
 
 
 def _attribute_matches(live: Live, change: dict[str, Any]) -> bool:

@@ -46,7 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from tidings import signals
-from tidings.models import Person, Segment, SegmentMembership, SegmentTimer, SegmentTransition, Workspace
+from tidings.models import Person, Segment, SegmentMembership, SegmentTimer, SegmentTransition
 from tidings.people import activity
 from tidings.segments import compiler
 from tidings.segments.conditions import (
@@ -62,6 +62,7 @@ from tidings.segments.conditions import (
     dependencies,
     parse,
 )
+from tidings.workspaces import versions
 
 T = TypeVar("T")
 EVERYTHING = "*"
@@ -171,12 +172,8 @@ _cache_lock = threading.Lock()
 
 
 def definitions(session: Session, workspace_id: int) -> Definitions:
-    query = select(Workspace.segments_version).where(Workspace.id == workspace_id)
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        query = query.with_for_update(read=True)
-    version = session.execute(query).scalar() or 0
-    key = (str(bind.engine.url), workspace_id)
+    version, _ = versions.read(session, workspace_id, lock=True)
+    key = (str(session.get_bind().engine.url), workspace_id)
     cached = _cache.get(key)
     if cached is not None and cached.version == version:
         return cached

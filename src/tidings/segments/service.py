@@ -26,6 +26,7 @@ from tidings.people.identifiers import IDENTIFIER_TYPES, email_key
 from tidings.segments import jobs, realtime
 from tidings.segments.conditions import ConditionError, Dependencies, dependencies, parse
 from tidings.worker import queue
+from tidings.workspaces import versions
 from tidings.workspaces.limits import Limits
 
 MAX_MEMBERSHIP_PAGE = 30000
@@ -154,6 +155,7 @@ def _bump_version(session: Session, workspace_id: int) -> None:
         .where(Workspace.id == workspace_id)
         .values(segments_version=Workspace.segments_version + 1)
     )
+    versions.forget(session, workspace_id)
 
 
 def _spec(body: Any, *, require_name: bool = True) -> dict[str, Any]:
