@@ -50,27 +50,32 @@ def worker_env(server: Server, sink: SmtpSink) -> dict[str, str]:
     }
 
 
+def queue_emails(api: Api, prefix: str, count: int) -> list[str]:
+    """``count`` transactional emails, queued (the server has no worker); their delivery ids."""
+    return [
+        ok(
+            api.app.post(
+                "/v1/send/email",
+                json={
+                    "identifiers": {"id": f"{prefix}{i}"},
+                    "to": f"{prefix}{i}@example.com",
+                    "from": "a@example.com",
+                    "subject": f"Message {i}",
+                    "body": f"<p>{i}</p>",
+                },
+            )
+        )["delivery_id"]
+        for i in range(count)
+    ]
+
+
 def test_a_worker_killed_mid_send_loses_and_duplicates_nothing(database: str, tmp_path: Path) -> None:
     with SmtpSink() as sink:
         sink.stall_rcpt.set()
         server = launch_server(database, "crash", tmp_path, ("--no-worker",), {"TIDINGS_SMTP_URL": sink.url})
         api = Api(server, server.new_workspace())
         try:
-            ids = [
-                ok(
-                    api.app.post(
-                        "/v1/send/email",
-                        json={
-                            "identifiers": {"id": f"c{i}"},
-                            "to": f"c{i}@example.com",
-                            "from": "a@example.com",
-                            "subject": f"Message {i}",
-                            "body": f"<p>{i}</p>",
-                        },
-                    )
-                )["delivery_id"]
-                for i in range(5)
-            ]
+            ids = queue_emails(api, "c", 5)
             doomed = start_worker(server, sink, tmp_path / "worker-1.log")
             eventually(lambda: sink.stalled >= 1, what="the first worker to get stuck mid-envelope")
             doomed.send_signal(signal.SIGKILL)
@@ -112,21 +117,7 @@ def test_a_delivery_that_cannot_be_prepared_holds_up_nothing(database: str, tmp_
         )
         api = Api(server, server.new_workspace())
         try:
-            ids = [
-                ok(
-                    api.app.post(
-                        "/v1/send/email",
-                        json={
-                            "identifiers": {"id": f"p{i}"},
-                            "to": f"p{i}@example.com",
-                            "from": "a@example.com",
-                            "subject": f"Message {i}",
-                            "body": f"<p>{i}</p>",
-                        },
-                    )
-                )["delivery_id"]
-                for i in range(4)
-            ]
+            ids = queue_emails(api, "p", 4)
             damaged = ids[1]
             engine = sqlalchemy.create_engine(server.database_url)
             try:
