@@ -60,7 +60,6 @@ EVENTS_CHUNK = 1_000_000
 POLL_SECONDS = 0.05
 BUILD_TIMEOUT_SECONDS = 1800.0
 DUCKDB_REPEATS = 3
-SERVER_ENV = {"TIDINGS_WORKER_POLL_SECONDS": "0.05"}
 # People per build step (each step one worker job and one transaction).
 BUILD_STEP_PEOPLE: int = Settings.model_fields["segment_build_step"].default
 
@@ -475,7 +474,7 @@ def run_b3(
         progress(f"generating {people:,} people and {events:,} events in {backend} …")
         generation = generate(backend, url, data, progress)
         progress(f"generated in {generation:.1f} s; building the segment …")
-        server = start_server(url, backend, workdir, migrate_first=False, env=SERVER_ENV)
+        server = start_server(url, backend, workdir, migrate_first=False)
         stack.callback(stop_server, server)
         build = build_segment(server, app_key, data)
         progress(f"built in {build.seconds:.2f} s: {build.members:,} members; DuckDB baseline …")

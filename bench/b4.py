@@ -73,7 +73,6 @@ HOUR = 3600
 SEED = 777
 POLL_SECONDS = 0.05
 BUILD_TIMEOUT_SECONDS = 1800.0
-SERVER_ENV = {"TIDINGS_WORKER_POLL_SECONDS": "0.05"}
 
 Json = dict[str, Any]
 
@@ -516,7 +515,7 @@ def run_b4(
             progress(f"workspace {workspace.workspace_id}: {people:,} people and {events:,} events …")
             generation += generate(backend, url, data, lambda _: None)
         progress(f"generated in {generation:.1f} s; creating and building 100 segments …")
-        server = start_server(url, backend, workdir, migrate_first=False, env=SERVER_ENV)
+        server = start_server(url, backend, workdir, migrate_first=False)
         stack.callback(stop_server, server)
         hundred = workspaces[1]
         with httpx.Client(base_url=server.base_url, timeout=60) as client:

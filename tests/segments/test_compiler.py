@@ -413,6 +413,35 @@ def test_values_as_text_and_as_numbers(db: Database) -> None:
     assert ask(attribute("v", "gt", 1e29)) == {"huge", "big"}
 
 
+def test_text_equality_against_every_kind_of_value(db: Database) -> None:
+    # eq and in compare a plain operand with the raw JSON reading, any other with text(): both must
+    # leave numbers, booleans, objects and arrays out, and keep strings that look like them apart.
+    ask = Examples(
+        db,
+        person("pro", attributes={"v": "pro"}),
+        person("Pro", attributes={"v": "Pro"}),
+        person("object", attributes={"v": {"pro": "pro"}}),
+        person("list", attributes={"v": ["pro"]}),
+        person("objecttext", attributes={"v": '{"pro":"pro"}'}),
+        person("listtext", attributes={"v": '["pro"]'}),
+        person("true", attributes={"v": True}),
+        person("one", attributes={"v": 1}),
+        person("inftext", attributes={"v": "Inf"}),
+        person("null", attributes={"v": None}),
+        person("missing"),
+    )
+    everyone = set(ask.labels.values())
+    assert ask(attribute("v", "eq", "pro")) == {"pro"}
+    assert ask(attribute("v", "eq", "pro", inverse=True)) == everyone - {"pro"}
+    assert ask(attribute("v", "in", values=["pro", "Pro", "x"])) == {"pro", "Pro"}
+    assert ask(attribute("v", "in", values=["pro"], inverse=True)) == everyone - {"pro"}
+    assert ask(attribute("v", "eq", '{"pro":"pro"}')) == {"objecttext"}
+    assert ask(attribute("v", "eq", '["pro"]')) == {"listtext"}
+    assert ask(attribute("v", "in", values=['["pro"]', "1"])) == {"listtext", "one"}
+    assert ask(attribute("v", "eq", "Inf")) == {"inftext"}
+    assert ask(attribute("v", "eq", "true")) == {"true"}
+
+
 def test_person_fields(db: Database) -> None:
     ask = Examples(
         db,

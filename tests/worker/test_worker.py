@@ -7,15 +7,18 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy.orm import Session
 
 from tests.harness import TIDINGS
 from tidings.config import Settings
 from tidings.models import Job, PipelinesMessage, ReportingWebhook, WebhookPost
 from tidings.runtime import Runtime
-from tidings.worker import queue
-from tidings.worker.loop import Worker
+from tidings.worker import queue, wake
+from tidings.worker.loop import PERIODIC_CHECK_SECONDS, Worker
+from tidings.worker.tasks import HANDLERS, PERIODIC
 from tidings.workspaces.service import create_workspace
 
 DAY = 86400
@@ -154,3 +157,52 @@ def test_periodic_maintenance_purges_old_webhook_posts(runtime: Runtime) -> None
     with runtime.db.read_session() as session:
         kept = sorted(p.event_id for p in session.query(WebhookPost))
     assert kept == ["abandoned-new", "pending-old", "sent-new"]
+
+
+def test_a_job_due_now_wakes_the_worker_when_its_transaction_commits(runtime: Runtime) -> None:
+    now = runtime.clock.now()
+    wake.WORK.clear()
+    with runtime.db.session() as session:
+        queue.enqueue(session, "purge_pipelines_messages", run_at=now + 60, now=now)
+    assert not wake.WORK.is_set(), "a job for later waits for its time"
+    with runtime.db.session() as session:
+        queue.enqueue(session, "purge_webhook_posts", run_at=now, now=now)
+        assert not wake.WORK.is_set(), "nothing to see before the commit"
+    assert wake.WORK.is_set()
+
+
+def test_jobs_that_queue_their_next_step_run_back_to_back(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[int] = []
+
+    def step(session: Session, payload: dict[str, Any], now: float, _settings: Settings) -> None:
+        ran.append(payload["n"])
+        if payload["n"] < 5:
+            queue.enqueue(session, "test.chain", run_at=now, now=now, payload={"n": payload["n"] + 1})
+
+    monkeypatch.setitem(HANDLERS, "test.chain", step)
+    now = runtime.clock.now()
+    with runtime.db.session() as session:
+        queue.enqueue(session, "test.chain", run_at=now, now=now, payload={"n": 1})
+    # One round of the worker's stages runs the whole chain, not one step per round.
+    assert Worker(runtime).run_once() >= 5
+    assert ran == [1, 2, 3, 4, 5]
+
+
+def test_periodic_jobs_are_checked_once_a_minute(runtime: Runtime) -> None:
+    worker = Worker(runtime)
+    worker.schedule_periodic()
+
+    def periodic() -> int:
+        with runtime.db.read_session() as session:
+            return session.query(Job).filter(Job.unique_key.like("periodic:%")).count()
+
+    assert periodic() == len(PERIODIC)
+    with runtime.db.session() as session:
+        session.query(Job).delete()
+    worker.schedule_periodic()
+    assert periodic() == 0, "checked again within the minute"
+    runtime.clock.advance(PERIODIC_CHECK_SECONDS + 1)
+    worker.schedule_periodic()
+    assert periodic() == len(PERIODIC)

@@ -16,6 +16,9 @@ class Person(Base):
         UniqueConstraint("workspace_id", "customer_id"),
         UniqueConstraint("workspace_id", "email_key"),
         UniqueConstraint("workspace_id", "cio_id"),
+        # A workspace's lowest and highest keys in two index probes: where a segment build starts and
+        # ends, and the order of customer listings.
+        Index("ix_people_workspace_id", "workspace_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
+from tidings.db.bulk import insert_rows
 from tidings.ids import new_ulid, new_ulids
 from tidings.models import Activity
 
-_INSERT = insert(Activity)
+_TABLE = cast(Table, Activity.__table__)
 # Where a ``batched`` block collects its entries (in ``Session.info``, so nested code needs no argument).
 _BUFFER = "tidings.activity.buffer"
 
@@ -49,8 +50,8 @@ def record(
     if buffer is not None:
         buffer.append(row)
         return
-    # A Core insert: the log is append-only, so the ORM's unit of work would only add cost.
-    session.connection().execute(_INSERT, row)
+    # Straight to the driver: the log is append-only, so the ORM's unit of work would only add cost.
+    insert_rows(session, _TABLE, [row])
 
 
 @contextmanager
@@ -67,8 +68,7 @@ def batched(session: Session) -> Iterator[None]:
         yield
     finally:
         del session.info[_BUFFER]
-    if buffer:
-        session.connection().execute(_INSERT, buffer)
+    insert_rows(session, _TABLE, buffer)
 
 
 def record_many(
@@ -81,8 +81,9 @@ def record_many(
     """Several entries (person, type, time, data, and optionally a name) in one executemany."""
     if not entries:
         return
-    session.connection().execute(
-        _INSERT,
+    insert_rows(
+        session,
+        _TABLE,
         [
             {
                 "workspace_id": workspace_id,

@@ -100,6 +100,7 @@ returns Python ``None`` when the condition has no time-dependent part at all (no
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -162,7 +163,7 @@ from tidings.segments.conditions import (
     Test,
 )
 
-__all__ = ["HORIZON", "Context", "next_change", "predicate", "time_parameters"]
+__all__ = ["HORIZON", "Context", "members_only", "next_change", "predicate", "time_parameters"]
 
 T = TypeVar("T")
 
@@ -234,6 +235,45 @@ def next_change(condition: Condition, ctx: Context) -> ColumnElement[int] | None
     if due is None:
         return cast(null(), BigInteger())
     return due
+
+
+def members_only(condition: Condition) -> bool:
+    """Whether time passing alone can turn the condition false but never true: then a person who does
+    not match now cannot start matching without new data, and only members need a next_change."""
+    rises, _ = _turns(condition)
+    return not rises
+
+
+def _turns(node: Condition) -> tuple[bool, bool]:
+    """(can time alone make it true, can time alone make it false), judged leaf by leaf."""
+    if isinstance(node, Not):
+        rises, falls = _turns(node.item)
+        return falls, rises
+    if isinstance(node, And | Or):
+        both = [_turns(item) for item in node.items]
+        return any(r for r, _ in both), any(f for _, f in both)
+    turns: tuple[bool, bool]
+    inverse = False
+    if isinstance(node, AttributeCondition):
+        # older_than only ever becomes true; newer_than and within_next become true, then false.
+        operator, inverse = node.test.operator, node.test.inverse
+        turns = (True, operator != "older_than") if operator in RELATIVE_OPERATORS else (False, False)
+    elif isinstance(node, EventCondition):
+        inverse = node.inverse
+        if node.timing is not None:
+            turns = (True, node.timing.operator == "newer_than")
+        elif node.within_days is None:
+            turns = (False, False)
+        else:
+            # Counts inside a window only fall as events leave it.
+            operator = node.count_operator
+            turns = (operator != "at_least", operator != "at_most")
+    elif isinstance(node, MessageCondition):
+        inverse = node.inverse
+        turns = (False, node.within_days is not None)
+    else:
+        turns = (False, False)
+    return (turns[1], turns[0]) if inverse else turns
 
 
 # -- one expression per dialect ---------------------------------------------------------------------------
@@ -327,6 +367,9 @@ class _Value:
     present: ColumnElement[bool]
     text: SQLColumnExpression[Any]
     number: ColumnElement[float] | None
+    # A cheaper reading that equals text() wherever text() is a string that no number, boolean, object
+    # or array can have as its text (see _plain_text); None when there is none.
+    string: SQLColumnExpression[Any] | None = None
 
 
 def _sqlite_clamp(value: ColumnElement[Any]) -> ColumnElement[float]:
@@ -407,6 +450,17 @@ def _sqlite_number(kind: ColumnElement[Any], raw: ColumnElement[Any]) -> ColumnE
     )
 
 
+# Text forms a non-string JSON value may take on either database: numbers (digits, sign, point, exponent,
+# infinities), booleans (true/false, SQLite's 1/0) and objects or arrays (their JSON text).
+_NOT_PLAIN = re.compile(r"[-+.0-9{\[]|(?i:inf|nan|true|false)")
+
+
+def _plain_text(value: str) -> bool:
+    """Whether no JSON value other than the string ``value`` has ``value`` as its text() or as the
+    cheaper ``string`` reading: such operands can be compared with the raw reading."""
+    return value != "" and _NOT_PLAIN.match(value) is None
+
+
 def _json_value(doc: SQLColumnExpression[Any], key: str) -> _Value:
     """The value of ``doc[key]`` for a JSON document column (JSON on SQLite, JSONB on PostgreSQL)."""
     s_kind: ColumnElement[Any]
@@ -414,6 +468,7 @@ def _json_value(doc: SQLColumnExpression[Any], key: str) -> _Value:
         path = bindparam(None, f'$."{key}"', type_=Text())
         s_kind, s_raw = func.json_type(doc, path), func.json_extract(doc, path)
         s_text, s_number = _sqlite_text(s_kind, s_raw), _sqlite_number(s_kind, s_raw)
+        s_string: ColumnElement[Any] | None = s_raw
     else:
         # Any other key: json_each decodes the stored keys, so compare them with the bound key.
         entries = func.json_each(doc).table_valued("key", "value", "type")
@@ -426,6 +481,7 @@ def _json_value(doc: SQLColumnExpression[Any], key: str) -> _Value:
         s_kind = entry(entries.c.type)
         s_text = entry(_sqlite_text(entries.c.type, entries.c.value))
         s_number = entry(_sqlite_number(entries.c.type, entries.c.value))
+        s_string = None
 
     bound = bindparam(None, key, type_=Text())
     p_raw = doc.op("->>", return_type=Text())(bound)
@@ -447,13 +503,16 @@ def _json_value(doc: SQLColumnExpression[Any], key: str) -> _Value:
         present=kind != _text_const("null"),
         text=_Switch(s_text, p_text, Text()),
         number=_Switch(s_number, p_number, Float()),
+        # json_extract and ->> give a JSON string's own text, and for any other value a number's
+        # decimal form, 1/0 or true/false, or the JSON text of an object or array: never a plain text.
+        string=None if s_string is None else _Switch(s_string, p_raw, Text()),
     )
 
 
 def _person_value(name: str) -> _Value:
     if name in ("id", "email", "cio_id"):
         column = {"id": Person.customer_id, "email": Person.email, "cio_id": Person.cio_id}[name]
-        return _Value(present=column.is_not(None), text=column, number=_decimal_number(column))
+        return _Value(present=column.is_not(None), text=column, number=_decimal_number(column), string=column)
     if name == "created_at":
         return _Value(
             present=Person.created_at.is_not(None),
@@ -557,8 +616,13 @@ class _Compiler:
         result: ColumnElement[bool]
         if operator == "exists":
             result = value.present
+        elif operator == "eq" and value.string is not None and _plain_text(operand):
+            # One JSON read instead of the type switch: on the segment builds' hot path.
+            result = value.string == operand
         elif operator in ("eq", "contains", "starts_with", "ends_with"):
             result = _text_test(value.text, operator, operand)
+        elif operator == "in" and value.string is not None and all(map(_plain_text, operand)):
+            result = value.string.in_(list(operand))
         elif operator == "in":
             result = value.text.in_(list(operand))
         elif operator == "is_true":

@@ -38,8 +38,14 @@ def build_step(session: Session, payload: dict[str, Any], now: float, settings: 
     if "last" not in payload:
         # The build covers the people that exist now; anyone created later is evaluated in real time
         # (their creating transaction already knows this segment).
+        # Two scalar subqueries: each is one probe of (workspace_id, id); min and max in one SELECT
+        # would walk the workspace's whole index range on SQLite.
+        in_workspace = Person.workspace_id == workspace_id
         first_id, last_id = session.execute(
-            select(func.min(Person.id), func.max(Person.id)).where(Person.workspace_id == workspace_id)
+            select(
+                select(func.min(Person.id)).where(in_workspace).scalar_subquery(),
+                select(func.max(Person.id)).where(in_workspace).scalar_subquery(),
+            )
         ).one()
         payload = {**payload, "first": first_id or 1, "last": last_id or 0}
         after = max(after, (first_id or 1) - 1)

@@ -13,6 +13,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from tidings.models import Job
+from tidings.worker import wake
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ def enqueue(
     }
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.execute(insert(Job).values(**values).on_conflict_do_nothing(index_elements=["unique_key"]))
+    if run_at <= now:
+        # Due now (a segment build, an import): this process's worker starts on it at the commit, not
+        # at its next poll.
+        wake.soon(session)
 
 
 def claim(

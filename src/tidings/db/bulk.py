@@ -1,0 +1,94 @@
+"""Many rows into one table, handed to the driver as they are, in one round trip.
+
+A Core ``insert(table)`` executemany still runs SQLAlchemy's per-row parameter processing (compiling the
+parameters of each row: about 5 µs a row, a tenth of a segment build and of a batch's activity log). Here
+the INSERT is written once per table, columns and dialect, each row becomes a tuple in column order, and
+only the columns whose type converts values (JSON) pass through that conversion.
+
+SQLite takes the rows as an executemany (it runs in the process). On PostgreSQL psycopg pipelines an
+executemany, one statement per row, which for a few rows costs more than the rows themselves (entering and
+leaving the pipeline): up to ``VALUES_UP_TO`` rows go as one multi-row ``VALUES`` statement instead
+(measured: 1 row 0.40 → 0.25 ms, 3 rows 0.39 → 0.27 ms; even at 10). More rows go through SQLAlchemy's
+own "insertmanyvalues" (batched VALUES statements, their text cached), as fast as anything tried here
+from 10 rows on: there the server's work per row (index entries, foreign-key checks) dominates.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+from sqlalchemy import Connection, Dialect, Table, insert
+from sqlalchemy.orm import Session
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    sql: str
+    # One more row's placeholders, to append to ``sql`` for a multi-row VALUES.
+    more: str
+    take: Callable[[Mapping[str, Any]], Any]
+    # (position, conversion) of the columns whose type converts values on the way in.
+    converts: tuple[tuple[int, Callable[[Any], Any]], ...]
+
+    def row(self, values: Mapping[str, Any]) -> Row:
+        taken = self.take(values)
+        row: Row = taken if isinstance(taken, tuple) else (taken,)
+        if not self.converts:
+            return row
+        out = list(row)
+        for position, convert in self.converts:
+            out[position] = convert(out[position])
+        return tuple(out)
+
+
+VALUES_UP_TO = 8
+_PLANS: dict[tuple[str, str, tuple[str, ...]], _Plan] = {}
+_plans_lock = threading.Lock()
+
+
+def _plan(dialect: Dialect, table: Table, names: tuple[str, ...]) -> _Plan:
+    key = (dialect.name, table.name, names)
+    plan = _PLANS.get(key)
+    if plan is not None:
+        return plan
+    quote = dialect.identifier_preparer.quote
+    placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
+    values = f"({', '.join(placeholder for _ in names)})"
+    sql = (
+        f"INSERT INTO {dialect.identifier_preparer.format_table(table)} "
+        f"({', '.join(quote(name) for name in names)}) VALUES {values}"
+    )
+    converts = []
+    for position, name in enumerate(names):
+        column = table.c[name]
+        convert = column.type.dialect_impl(dialect).bind_processor(dialect)
+        if convert is not None:
+            converts.append((position, convert))
+    plan = _Plan(sql, f", {values}", itemgetter(*names), tuple(converts))
+    with _plans_lock:
+        _PLANS[key] = plan
+    return plan
+
+
+def insert_rows(target: Session | Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """INSERT ``rows`` into ``table``: every row has the same keys, the columns it writes (the others
+    take their defaults from the database, not from the model)."""
+    if not rows:
+        return
+    connection = target.connection() if isinstance(target, Session) else target
+    plan = _plan(connection.dialect, table, tuple(rows[0]))
+    if len(rows) == 1:
+        connection.exec_driver_sql(plan.sql, plan.row(rows[0]))
+    elif connection.dialect.name == "postgresql" and len(rows) <= VALUES_UP_TO:
+        flat = tuple(value for values in rows for value in plan.row(values))
+        connection.exec_driver_sql(plan.sql + plan.more * (len(rows) - 1), flat)
+    elif connection.dialect.name == "postgresql":
+        connection.execute(insert(table), list(rows))
+    else:
+        connection.exec_driver_sql(plan.sql, [plan.row(values) for values in rows])
