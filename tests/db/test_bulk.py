@@ -8,11 +8,13 @@ import pytest
 from sqlalchemy import Table, select
 
 from tidings.db import Database
-from tidings.db.bulk import VALUES_UP_TO, insert_rows
-from tidings.models import Activity
+from tidings.db.bulk import VALUES_UP_TO, insert_new, insert_rows
+from tidings.models import Activity, Event
 from tidings.workspaces.service import create_workspace
 
 TABLE = cast(Table, Activity.__table__)
+EVENTS = cast(Table, Event.__table__)
+DEDUP = ("workspace_id", "event_id")
 
 
 def rows(workspace_id: int, prefix: str, count: int) -> list[dict[str, Any]]:
@@ -48,6 +50,48 @@ def test_rows_read_back_as_written(database_url: str, count: int) -> None:
             ).all()
         assert [tuple(row) for row in found] == [
             (r["activity_id"], r["name"], r["timestamp"], r["data"]) for r in written
+        ]
+    finally:
+        db.close()
+
+
+def test_insert_new_skips_and_reports_colliding_rows(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        workspace_id = db.run(lambda s: create_workspace(s, "w", now=1).workspace_id)
+
+        def event(event_id: str, n: int) -> dict[str, Any]:
+            return {
+                "workspace_id": workspace_id,
+                "event_id": event_id,
+                "person_id": None,
+                "anonymous_id": None,
+                "type": "event",
+                "name": f"e{n}",
+                "data": {"n": n, "why": "100% 'quoted'?"},
+                "timestamp": n,
+                "received_at": n,
+                "can_trigger": n % 2 == 0,
+                "source": "track",
+            }
+
+        def insert(rows: list[dict[str, Any]]) -> list[Any]:
+            return db.run(lambda s: insert_new(s, EVENTS, rows, unique=DEDUP, returning="event_id"))
+
+        assert sorted(insert([event("a", 1), event("b", 2)])) == ["a", "b"]
+        # "a" is stored already; "c" comes twice in one statement: the first is written, once.
+        assert sorted(insert([event("a", 3), event("c", 4), event("c", 5), event("d", 6)])) == ["c", "d"]
+        with db.read_session() as session:
+            stored = session.execute(
+                select(Event.event_id, Event.name, Event.data, Event.can_trigger)
+                .where(Event.workspace_id == workspace_id)
+                .order_by(Event.event_id)
+            ).all()
+        assert [tuple(row) for row in stored] == [
+            ("a", "e1", {"n": 1, "why": "100% 'quoted'?"}, False),
+            ("b", "e2", {"n": 2, "why": "100% 'quoted'?"}, True),
+            ("c", "e4", {"n": 4, "why": "100% 'quoted'?"}, True),
+            ("d", "e6", {"n": 6, "why": "100% 'quoted'?"}, True),
         ]
     finally:
         db.close()

@@ -92,3 +92,38 @@ def insert_rows(target: Session | Connection, table: Table, rows: Sequence[Mappi
         connection.execute(insert(table), list(rows))
     else:
         connection.exec_driver_sql(plan.sql, [plan.row(values) for values in rows])
+
+
+# Bound parameters a statement may hold: SQLite's default limit (since 3.32) and PostgreSQL's protocol.
+_PARAMETERS = {"sqlite": 32_766, "postgresql": 65_535}
+
+
+def insert_new(
+    target: Session | Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    unique: Sequence[str],
+    returning: str,
+) -> list[Any]:
+    """INSERT ``rows``, leaving out those that collide with a stored row on the ``unique`` columns; return
+    the ``returning`` column of the rows written. One multi-row statement per few thousand rows, as
+    SQLAlchemy's "insertmanyvalues" would send it, without its per-row parameter processing."""
+    if not rows:
+        return []
+    connection = target.connection() if isinstance(target, Session) else target
+    dialect = connection.dialect
+    names = tuple(rows[0])
+    plan = _plan(dialect, table, names)
+    quote = dialect.identifier_preparer.quote
+    tail = (
+        f" ON CONFLICT ({', '.join(quote(name) for name in unique)}) DO NOTHING RETURNING {quote(returning)}"
+    )
+    per_statement = _PARAMETERS.get(dialect.name, 999) // len(names)
+    written: list[Any] = []
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        flat = tuple(value for values in chunk for value in plan.row(values))
+        result = connection.exec_driver_sql(plan.sql + plan.more * (len(chunk) - 1) + tail, flat)
+        written.extend(row[0] for row in result)
+    return written

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from tidings import signals
+from tidings.db.bulk import insert_new
 from tidings.errors import InvalidInput
 from tidings.ids import new_ulid
 from tidings.models import Event, Form
@@ -71,20 +70,14 @@ def check_event_data(data: dict[str, Any], limits: Limits, *, field_name: str = 
         )
 
 
-# Built once per dialect. RETURNING rather than rowcount: psycopg reports -1 for ON CONFLICT DO NOTHING.
-_INSERT_EVENT = {
-    is_postgres: insert(Event)
-    .on_conflict_do_nothing(index_elements=["workspace_id", "event_id"])
-    .returning(Event.id)
-    for is_postgres, insert in ((False, sqlite_insert), (True, pg_insert))
-}
+# RETURNING rather than rowcount: psycopg reports -1 for ON CONFLICT DO NOTHING.
+_EVENTS = cast(Table, Event.__table__)
+_DEDUP = ("workspace_id", "event_id")
 
 
 def _insert_event(session: Session, values: dict[str, Any]) -> bool:
     """Insert unless an event with the same id was seen (ULID dedup). True when inserted."""
-    connection = session.connection()
-    statement = _INSERT_EVENT[connection.dialect.name == "postgresql"]
-    return connection.execute(statement, values).scalar() is not None
+    return bool(insert_new(session, _EVENTS, [values], unique=_DEDUP, returning="id"))
 
 
 def _event_row(
@@ -168,15 +161,6 @@ class PersonEvent:
         return track_person_events(session, units)
 
 
-# Many rows in one statement (SQLAlchemy's "insertmanyvalues"); the ids returned are the events inserted.
-_INSERT_EVENTS = {
-    is_postgres: insert(Event)
-    .on_conflict_do_nothing(index_elements=["workspace_id", "event_id"])
-    .returning(Event.event_id)
-    for is_postgres, insert in ((False, sqlite_insert), (True, pg_insert))
-}
-
-
 def track_person_events(session: Session, items: Sequence[PersonEvent]) -> list[bool]:
     """Person events of one workspace, with the effects of :func:`track_person_event` for each, in a
     constant number of statements: one lookup of everyone named, one insert of the events, one of their
@@ -201,10 +185,8 @@ def track_person_events(session: Session, items: Sequence[PersonEvent]) -> list[
         kept.append((place, item, person_id, row["event_id"], row["timestamp"]))
     if not rows:
         return recorded
-    connection = session.connection()
-    inserted = set(
-        connection.execute(_INSERT_EVENTS[connection.dialect.name == "postgresql"], rows).scalars()
-    )
+    # Many rows in one statement; the ids returned are the events inserted.
+    inserted = set(insert_new(session, _EVENTS, rows, unique=_DEDUP, returning="event_id"))
     entries: list[tuple[int | None, str, int, dict[str, Any], str]] = []
     touched: dict[str, list[int]] = {}
     now = max(item.now for item in items)
