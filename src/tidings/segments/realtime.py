@@ -35,7 +35,9 @@ from sqlalchemy import (
     ColumnElement,
     Insert,
     Select,
+    SQLColumnExpression,
     Table,
+    and_,
     bindparam,
     delete,
     event,
@@ -43,9 +45,9 @@ from sqlalchemy import (
     insert,
     literal,
     null,
+    or_,
     select,
     text,
-    tuple_,
 )
 from sqlalchemy.orm import Session
 
@@ -553,10 +555,10 @@ def evaluate(
                 )
                 changed[definition.id].update(came, left)
             _move(session, workspace_id, entered, exited, now=now)
-            if timers:
+            for outdated in _chunks(timers, CHUNK):
                 session.execute(
                     delete(SegmentTimer).where(
-                        tuple_(SegmentTimer.segment_id, SegmentTimer.person_id).in_(timers)
+                        _pairs(SegmentTimer.segment_id, SegmentTimer.person_id, outdated)
                     )
                 )
             _insert(
@@ -594,9 +596,21 @@ def _move(
     for chunk in _chunks(exited, CHUNK):
         session.execute(
             delete(SegmentMembership).where(
-                tuple_(SegmentMembership.segment_id, SegmentMembership.person_id).in_(chunk)
+                _pairs(SegmentMembership.segment_id, SegmentMembership.person_id, chunk)
             )
         )
+
+
+def _pairs(
+    segment: SQLColumnExpression[int], person: SQLColumnExpression[int], pairs: list[tuple[int, int]]
+) -> ColumnElement[bool]:
+    """(segment, person) is one of ``pairs``, as one ``segment = s AND person IN (…)`` per segment: SQLite
+    answers a row-value ``(segment, person) IN (…)`` by scanning the whole table (35 ms at B4's size, on
+    every request where someone left a segment), each of these terms with one index search."""
+    by_segment: dict[int, list[int]] = defaultdict(list)
+    for segment_id, person_id in pairs:
+        by_segment[segment_id].append(person_id)
+    return or_(*(and_(segment == s, person.in_(people)) for s, people in sorted(by_segment.items())))
 
 
 @dataclass(frozen=True)
