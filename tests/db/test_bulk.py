@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import Table, select
+from sqlalchemy import Select, Table, select
 
 from tidings.db import Database
 from tidings.db.bulk import VALUES_UP_TO, insert_new, insert_rows
@@ -35,6 +35,11 @@ def rows(workspace_id: int, prefix: str, count: int) -> list[dict[str, Any]]:
     ]
 
 
+def stored(db: Database, query: Select[Any]) -> list[tuple[Any, ...]]:
+    with db.read_session() as session:
+        return [tuple(row) for row in session.execute(query).all()]
+
+
 @pytest.mark.parametrize("count", [1, 3, VALUES_UP_TO, VALUES_UP_TO + 1, 250])
 def test_rows_read_back_as_written(database_url: str, count: int) -> None:
     db = Database(database_url)
@@ -42,15 +47,13 @@ def test_rows_read_back_as_written(database_url: str, count: int) -> None:
         workspace_id = db.run(lambda s: create_workspace(s, "w", now=1).workspace_id)
         written = rows(workspace_id, f"c{count}", count)
         db.run(lambda s: insert_rows(s, TABLE, written))
-        with db.read_session() as session:
-            found = session.execute(
-                select(Activity.activity_id, Activity.name, Activity.timestamp, Activity.data)
-                .where(Activity.workspace_id == workspace_id)
-                .order_by(Activity.timestamp)
-            ).all()
-        assert [tuple(row) for row in found] == [
-            (r["activity_id"], r["name"], r["timestamp"], r["data"]) for r in written
-        ]
+        found = stored(
+            db,
+            select(Activity.activity_id, Activity.name, Activity.timestamp, Activity.data)
+            .where(Activity.workspace_id == workspace_id)
+            .order_by(Activity.timestamp),
+        )
+        assert found == [(r["activity_id"], r["name"], r["timestamp"], r["data"]) for r in written]
     finally:
         db.close()
 
@@ -81,13 +84,13 @@ def test_insert_new_skips_and_reports_colliding_rows(database_url: str) -> None:
         assert sorted(insert([event("a", 1), event("b", 2)])) == ["a", "b"]
         # "a" is stored already; "c" comes twice in one statement: the first is written, once.
         assert sorted(insert([event("a", 3), event("c", 4), event("c", 5), event("d", 6)])) == ["c", "d"]
-        with db.read_session() as session:
-            stored = session.execute(
-                select(Event.event_id, Event.name, Event.data, Event.can_trigger)
-                .where(Event.workspace_id == workspace_id)
-                .order_by(Event.event_id)
-            ).all()
-        assert [tuple(row) for row in stored] == [
+        found = stored(
+            db,
+            select(Event.event_id, Event.name, Event.data, Event.can_trigger)
+            .where(Event.workspace_id == workspace_id)
+            .order_by(Event.event_id),
+        )
+        assert found == [
             ("a", "e1", {"n": 1, "why": "100% 'quoted'?"}, False),
             ("b", "e2", {"n": 2, "why": "100% 'quoted'?"}, True),
             ("c", "e4", {"n": 4, "why": "100% 'quoted'?"}, True),

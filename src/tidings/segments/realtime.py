@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Insert,
     Select,
@@ -49,6 +50,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from tidings import signals
@@ -355,8 +357,11 @@ def run(
         # and each statement is soon cached. Deeper levels hold the users of segments whose membership
         # moved, which varies from change to change: judged one by one, their statements (one per
         # segment) are always cached, where each new batch would cost its compilation (~1.3 ms a segment).
+        # Except for people just created: every segment evaluated for them hands on to all its users, so
+        # their deeper batches follow from the keys too, and one statement a level saves round trips.
+        whole = depth == 0 or (fresh is not None and all(ids <= fresh for _, ids in batch))
         changed: dict[int, set[int]] = {}
-        for part in [batch] if depth == 0 else [[item] for item in batch]:
+        for part in [batch] if whole else [[item] for item in batch]:
             changed |= evaluate(session, workspace_id, part, now=now, sink=moves)
         for definition, person_ids in batch:
             moved = changed[definition.id] | (person_ids & fresh if fresh else set())
@@ -484,9 +489,14 @@ def _people_statement(
             columns.append(timer.label(f"t{i}"))
         if due is not None:
             columns.append(due.label(f"d{i}"))
-    statement = select(*columns).where(
-        _workspace(workspace_id), Person.id.in_(bindparam("ids", expanding=True))
+    # PostgreSQL takes the people as one array parameter: an expanding IN would make SQLAlchemy render
+    # the statement's text again at every execution (tens of kilobytes for a batch of segments).
+    people = (
+        Person.id == func.any(bindparam("ids", type_=ARRAY(BigInteger())))
+        if postgres
+        else Person.id.in_(bindparam("ids", expanding=True))
     )
+    statement = select(*columns).where(_workspace(workspace_id), people)
     built = (statement, lambda now: {k: v for f in times for k, v in f(now).items()})
     with _statements_lock:
         _STATEMENTS[key] = built
