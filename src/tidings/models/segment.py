@@ -57,7 +57,8 @@ class SegmentTimer(Base):
 
 
 class SegmentTransition(Base):
-    """A person entering or leaving a segment: the internal event campaigns trigger on."""
+    """A person entering or leaving a segment, kept as a record (campaigns act on the signal noted in the
+    same transaction, not on this table)."""
 
     __tablename__ = "segment_transitions"
     __table_args__ = (Index("ix_segment_transitions_segment", "workspace_id", "segment_id", "id"),)

@@ -8,11 +8,12 @@ Nothing is evaluated then: the keys collect on the session, and just before the 
 commit touched — the same SQL a bulk build runs, restricted to those people. The pass follows segment
 dependencies level by level (see :func:`dependency_levels`), so a change of membership in one segment
 re-evaluates the segments that use it ("in segment" conditions) in the same transaction. The segments
-of the first level are judged together, in one query for up to ``BATCH`` of them; deeper ones one by one
-(see :func:`run`).
+of the first level are judged together, in one query for up to ``BATCH`` of them; deeper ones one by one,
+or a level at a time for people just created (see :func:`run`).
 
-Entries and exits are written as :class:`SegmentTransition` rows (the internal events campaigns trigger
-on) and as ``entered_segment`` / ``exited_segment`` activities. For segments with time-dependent conditions
+Entries and exits are written as :class:`SegmentTransition` rows (a durable record) and as
+``entered_segment`` / ``exited_segment`` activities, and noted as signals, which campaigns act on before
+the transaction commits. For segments with time-dependent conditions
 each evaluated person gets a :class:`SegmentTimer` at the next instant their result can flip; the worker
 re-evaluates exactly those (see :func:`tidings.segments.jobs.run_due_timers`).
 
