@@ -8,6 +8,7 @@ those with a deadline.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -169,16 +170,20 @@ def segment_activities(api: Api, identifier: str, id_type: str = "id") -> list[t
     ]
 
 
-def transitions(api: Api, segment_id: int) -> list[tuple[str | None, bool]]:
-    """(customer id or None once the person is gone, entered) rows of ``segment_transitions``, in order."""
+def segment_moves(api: Api, segment_id: int) -> list[tuple[str, bool]]:
+    """(customer id, entered) of every entry into and exit from the segment recorded in the workspace's
+    activity logs, in order."""
     rows = api.server.sql(
-        "SELECT p.customer_id, t.entered FROM segment_transitions t "
-        "LEFT JOIN people p ON p.id = t.person_id "
-        "WHERE t.workspace_id = :w AND t.segment_id = :s ORDER BY t.id",
+        "SELECT p.customer_id, a.type, a.data FROM activities a JOIN people p ON p.id = a.person_id "
+        "WHERE a.workspace_id = :w AND a.type IN ('entered_segment', 'exited_segment') ORDER BY a.id",
         w=api.creds.workspace_id,
-        s=segment_id,
     )
-    return [(row[0], bool(row[1])) for row in rows]
+    moves = []
+    for customer_id, kind, data in rows:
+        document = json.loads(data) if isinstance(data, str) else data
+        if int(document["segment_id"]) == segment_id:
+            moves.append((customer_id, kind == "entered_segment"))
+    return moves
 
 
 def due_timers(api: Api, now: int) -> int:

@@ -15,8 +15,8 @@ from tests.segments.conftest import (
     ok,
     search,
     segment_activities,
+    segment_moves,
     segments_of,
-    transitions,
     wait_built,
 )
 
@@ -112,7 +112,7 @@ def test_new_conditions_rebuild_with_entries_and_exits(api: Api) -> None:
     assert segment_activities(api, "leaves") == [("exited_segment", segment_id)]
     assert segment_activities(api, "stays") == []
     assert segment_activities(api, "never") == []
-    assert sorted(transitions(api, segment_id), key=str) == sorted(
+    assert sorted(segment_moves(api, segment_id), key=str) == sorted(
         [("joins", True), ("leaves", False)], key=str
     )
     assert [a["data"]["segment_id"] for a in api.activities("joins", type="entered_segment")] == [segment_id]

@@ -61,8 +61,7 @@ async def identify(identifier: str, request: Request, ws: Workspace) -> Response
 async def delete_person(identifier: str, request: Request, ws: Workspace) -> Response:
     runtime = runtime_of(request)
     ident = path_identifier(identifier, ws)
-    now = runtime.clock.now_int()
-    await runtime.db.write(lambda s: people.delete_person(s, ws, ident, now=now))
+    await runtime.db.write(lambda s: people.delete_person(s, ws, ident))
     return ok()
 
 

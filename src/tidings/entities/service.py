@@ -206,7 +206,7 @@ def _person_identify(entity: dict[str, Any], ws: WorkspaceContext, now: int) -> 
 
 def _person_delete(entity: dict[str, Any], ws: WorkspaceContext, now: int) -> Operation:
     ident = person_identifier(entity.get("identifiers"))
-    return lambda session: people.delete_person(session, ws, ident, now=now)
+    return lambda session: people.delete_person(session, ws, ident)
 
 
 def _person_event(entity: dict[str, Any], ws: WorkspaceContext, now: int) -> Operation:

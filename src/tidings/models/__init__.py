@@ -21,7 +21,7 @@ from tidings.models.messaging import AddressSuppression, Layout, MessageTemplate
 from tidings.models.newsletter import Newsletter, NewsletterTestGroup
 from tidings.models.object import Object, ObjectType, Relationship
 from tidings.models.person import Activity, AnonymousProfile, Device, Person, Suppression
-from tidings.models.segment import Segment, SegmentMembership, SegmentTimer, SegmentTransition
+from tidings.models.segment import Segment, SegmentMembership, SegmentTimer
 from tidings.models.sender import SenderIdentity
 from tidings.models.webhook import ReportingWebhook, WebhookPost
 from tidings.models.workspace import Account, Credential, Workspace
@@ -66,7 +66,6 @@ __all__ = [
     "Segment",
     "SegmentMembership",
     "SegmentTimer",
-    "SegmentTransition",
     "SenderIdentity",
     "Snippet",
     "SubscriptionTopic",

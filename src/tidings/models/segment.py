@@ -54,19 +54,3 @@ class SegmentTimer(Base):
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), primary_key=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     due_at: Mapped[int]
-
-
-class SegmentTransition(Base):
-    """A person entering or leaving a segment, kept as a record (campaigns act on the signal noted in the
-    same transaction, not on this table)."""
-
-    __tablename__ = "segment_transitions"
-    __table_args__ = (Index("ix_segment_transitions_segment", "workspace_id", "segment_id", "id"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"))
-    # Kept when the person is deleted: their exit is still a fact campaigns may act on.
-    person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id", ondelete="SET NULL"), index=True)
-    entered: Mapped[bool]
-    at: Mapped[int]

@@ -614,16 +614,16 @@ def _create_named(session: Session, ws: WorkspaceContext, ident: Identifier, *, 
     return person
 
 
-def delete_person(session: Session, ws: WorkspaceContext, ident: Identifier, *, now: int) -> bool:
+def delete_person(session: Session, ws: WorkspaceContext, ident: Identifier) -> bool:
     person = find_person(session, ws.workspace_id, ident)
     if person is None:
         return False
-    _erase(session, person, now=now)
+    _erase(session, person)
     return True
 
 
-def _erase(session: Session, person: Person, *, now: int) -> None:
-    realtime.leaving(session, person.workspace_id, person.id, now=now)
+def _erase(session: Session, person: Person) -> None:
+    realtime.leaving(session, person.workspace_id, person.id)
     # Explicit deletes keep this correct even where a connection forgot to enable SQLite foreign keys.
     for table in (Event, Activity, Device, Relationship, SegmentMembership, AnonymousProfile):
         session.execute(delete(table).where(table.person_id == person.id))
@@ -641,7 +641,7 @@ def suppress(session: Session, ws: WorkspaceContext, ident: Identifier, *, now: 
             for kind, value in identifiers_of(person).items()
             if value
         ]
-        _erase(session, person, now=now)
+        _erase(session, person)
     group = new_ulid()
     for item in idents:
         value = suppression_value(item)
@@ -867,7 +867,7 @@ def merge(
         data={"secondary": {"id": customer_id, "email": email, "cio_id": secondary.cio_id}},
     )
     session.flush()
-    _erase(session, secondary, now=now)
+    _erase(session, secondary)
     realtime.touched(session, ws.workspace_id, [primary.id], [realtime.EVERYTHING], now=now)
     return True
 

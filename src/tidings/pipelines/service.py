@@ -433,7 +433,7 @@ def _record(session: Session, ws: WorkspaceContext, message: Message, event: Eve
 
 
 def _user_deleted(session: Session, ws: WorkspaceContext, message: Message, now: int) -> None:
-    people.delete_person(session, ws, _required_person(session, ws, message), now=now)
+    people.delete_person(session, ws, _required_person(session, ws, message))
 
 
 def _user_suppressed(session: Session, ws: WorkspaceContext, message: Message, now: int) -> None:

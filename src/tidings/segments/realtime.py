@@ -11,9 +11,8 @@ re-evaluates the segments that use it ("in segment" conditions) in the same tran
 of the first level are judged together, in one query for up to ``BATCH`` of them; deeper ones one by one,
 or a level at a time for people just created (see :func:`run`).
 
-Entries and exits are written as :class:`SegmentTransition` rows (a durable record) and as
-``entered_segment`` / ``exited_segment`` activities, and noted as signals, which campaigns act on before
-the transaction commits. For segments with time-dependent conditions
+Entries and exits are written as ``entered_segment`` / ``exited_segment`` activities and noted as
+signals, which campaigns act on before the transaction commits. For segments with time-dependent conditions
 each evaluated person gets a :class:`SegmentTimer` at the next instant their result can flip; the worker
 re-evaluates exactly those (see :func:`tidings.segments.jobs.run_due_timers`).
 
@@ -28,7 +27,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -56,7 +55,8 @@ from sqlalchemy.orm import Session
 
 from tidings import signals
 from tidings.db.bulk import insert_rows
-from tidings.models import Base, Person, Segment, SegmentMembership, SegmentTimer, SegmentTransition
+from tidings.db.prepared import Prepared, prepare
+from tidings.models import Base, Person, Segment, SegmentMembership, SegmentTimer
 from tidings.people import activity
 from tidings.segments import compiler
 from tidings.segments.conditions import (
@@ -112,14 +112,9 @@ def touched(
         workspace.setdefault(person_id, set()).update(key_set)
 
 
-def leaving(session: Session, workspace_id: int, person_id: int, *, now: int) -> None:
-    """A person is about to be deleted (delete, suppress, merge): record their exits from every segment.
-    Call before the rows go; the memberships themselves go with the person."""
-    segment_ids = session.execute(
-        select(SegmentMembership.segment_id).where(SegmentMembership.person_id == person_id)
-    ).scalars()
-    # No activities: the person's log goes with them.
-    _write_moves(session, workspace_id, [(s, person_id, False) for s in segment_ids], now=now, log=False)
+def leaving(session: Session, workspace_id: int, person_id: int) -> None:
+    """A person is about to be deleted (delete, suppress, merge): drop what is pending for them. Their
+    memberships, timers and activity log go with them; no exits are recorded or signalled."""
     pending: _Pending | None = session.info.get(_PENDING)
     if pending is not None:
         pending.people.get(workspace_id, {}).pop(person_id, None)
@@ -134,7 +129,7 @@ def record_manual(
     entered: bool,
     now: int,
 ) -> None:
-    """People added to or removed from a manual segment: their transitions, and the segments using it."""
+    """People added to or removed from a manual segment: their moves, and the segments using it."""
     ids = list(person_ids)
     _write_moves(session, workspace_id, [(segment_id, p, entered) for p in ids], now=now)
     touched(session, workspace_id, ids, [f"segment:{segment_id}"], now=now)
@@ -318,8 +313,9 @@ def evaluate_touched(session: Session, workspace_id: int, people: dict[int, set[
     for person_id, keys in people.items():
         for segment_id in index.affected(keys):
             work[segment_id].add(person_id)
-    created = {p for p, keys in people.items() if CREATED in keys or EVERYTHING in keys}
-    run(session, workspace_id, index, work, now=now, fresh=created)
+    created = {p for p, keys in people.items() if CREATED in keys}
+    everything = {p for p, keys in people.items() if EVERYTHING in keys}
+    run(session, workspace_id, index, work, now=now, fresh=created | everything, created=created)
 
 
 def run(
@@ -330,9 +326,10 @@ def run(
     *,
     now: int,
     fresh: set[int] | None = None,
+    created: set[int] | None = None,
 ) -> None:
     """Evaluate ``work`` (segment → people) in dependency order, adding the users of every segment whose
-    membership moved.
+    membership moved. ``created`` people were inserted by this transaction.
 
     ``fresh`` people were just created: the segments left out for them were judged on what a person with
     no data would be (see ``Definitions.on_create``), which assumes every segment they use holds that
@@ -346,7 +343,9 @@ def run(
     locked: set[int] = set()
     moves: Moves = []
     if postgres:
-        _lock_people(session, sorted(set().union(*work.values())))
+        # People this transaction created are locked by it already: no other one can see them yet.
+        if unlocked_people := set().union(*work.values()) - (created or set()):
+            _lock_people(session, sorted(unlocked_people))
         locked = _lock_segments(session, sorted(work))
     for depth, level in enumerate(index.levels):
         batch = [(d, work.pop(d.id)) for d in level if work.get(d.id)]
@@ -409,9 +408,25 @@ def lock_for_build(session: Session, segment_id: int) -> None:
 # Real-time statements, built once per batch of segment conditions and workspace and kept: building a
 # condition's SQL costs far more than running it for a handful of people (measured ~1 ms a segment). They
 # are live (see compiler.Context): the time is bound when they execute.
-_STATEMENTS: OrderedDict[
-    tuple[tuple[tuple[Condition, int], ...], int, bool], tuple[Select[Any], Callable[[int], dict[str, Any]]]
-] = OrderedDict()
+@dataclass(frozen=True)
+class _PeopleStatement:
+    statement: Select[Any]
+    times: Callable[[int], dict[str, Any]]
+    # Per segment of the batch, where its columns are in a row: match, was a member, stored timer and
+    # next flip (the last two for time-dependent segments only).
+    positions: tuple[tuple[int, int, int | None, int | None], ...]
+    # PostgreSQL: the statement compiled once and run without SQLAlchemy (see tidings.db.prepared).
+    prepared: Prepared | None
+
+    def rows(self, session: Session, ids: list[int], *, now: int) -> Sequence[Sequence[Any]]:
+        values = {"ids": ids, **self.times(now)}
+        if self.prepared is not None:
+            return self.prepared.fetch_all(session.connection(), values)
+        return session.execute(self.statement, values).all()
+
+
+_StatementKey = tuple[tuple[tuple[Condition, int], ...], int, bool]
+_STATEMENTS: OrderedDict[_StatementKey, _PeopleStatement] = OrderedDict()
 _STATEMENTS_MAX = 1024
 _statements_lock = threading.Lock()
 # Segments judged per statement: each adds two or three columns (PostgreSQL allows 1,664).
@@ -464,14 +479,11 @@ def _segment_columns(workspace_id: int, definition: Definition) -> _Columns:
     return built
 
 
-def _people_statement(
-    workspace_id: int, batch: tuple[Definition, ...], postgres: bool
-) -> tuple[Select[Any], Callable[[int], dict[str, Any]]]:
-    """Per person of ``:ids`` and segment ``i`` of ``batch``: does its condition hold (``m{i}``), were they
-    a member (``w{i}``), and, for time-dependent segments, their stored timer (``t{i}``) and when the
-    result can next flip (``d{i}``), so only timers that move are written. One
-    statement for many segments: on PostgreSQL each statement is a round trip, and a change often
-    affects dozens of segments."""
+def _people_statement(workspace_id: int, batch: tuple[Definition, ...], postgres: bool) -> _PeopleStatement:
+    """Per person of ``:ids`` and segment ``i`` of ``batch``: does its condition hold, were they a member,
+    and, for time-dependent segments, their stored timer and when the result can next flip, so only
+    timers that move are written. One statement for many segments: on PostgreSQL each statement is a
+    round trip, and a change often affects dozens of segments."""
     # The conditions themselves are part of the key (they are hashable): one process may serve several
     # databases (tests, tools) where the same segment id means different conditions.
     key = (tuple((d.condition, d.id) for d in batch), workspace_id, postgres)
@@ -482,14 +494,20 @@ def _people_statement(
             return cached
     columns: list[Any] = [Person.id]
     times: list[Callable[[int], dict[str, Any]]] = []
-    for i, definition in enumerate(batch):
+    positions: list[tuple[int, int, int | None, int | None]] = []
+    for definition in batch:
         match, was, timer, due, time_values = _segment_columns(workspace_id, definition)
         times.append(time_values)
-        columns += [match.label(f"m{i}"), was.label(f"w{i}")]
+        at = len(columns)
+        columns += [match, was]
+        timer_at = due_at = None
         if timer is not None:
-            columns.append(timer.label(f"t{i}"))
+            timer_at = len(columns)
+            columns.append(timer)
         if due is not None:
-            columns.append(due.label(f"d{i}"))
+            due_at = len(columns)
+            columns.append(due)
+        positions.append((at, at + 1, timer_at, due_at))
     # PostgreSQL takes the people as one array parameter: an expanding IN would make SQLAlchemy render
     # the statement's text again at every execution (tens of kilobytes for a batch of segments).
     people = (
@@ -498,7 +516,12 @@ def _people_statement(
         else Person.id.in_(bindparam("ids", expanding=True))
     )
     statement = select(*columns).where(_workspace(workspace_id), people)
-    built = (statement, lambda now: {k: v for f in times for k, v in f(now).items()})
+    built = _PeopleStatement(
+        statement,
+        lambda now: {k: v for f in times for k, v in f(now).items()},
+        tuple(positions),
+        prepare(statement) if postgres else None,
+    )
     with _statements_lock:
         _STATEMENTS[key] = built
         while len(_STATEMENTS) > _STATEMENTS_MAX:
@@ -523,34 +546,33 @@ def evaluate(
     """Bring each segment's membership up to date for its people; return, per segment, those who entered
     or left. The segments must not use one another (one dependency level). One statement per batch of
     segments and chunk of people reads everything needed (match, membership, next flip); the moves'
-    transitions and activities are left in ``sink`` for the caller to write in one go."""
+    activities and signals are left in ``sink`` for the caller to write in one go."""
     postgres = session.get_bind().dialect.name == "postgresql"
     changed: dict[int, set[int]] = {definition.id: set() for definition, _ in work}
     for start in range(0, len(work), BATCH):
         batch = work[start : start + BATCH]
         definitions = tuple(definition for definition, _ in batch)
-        statement, time_values = _people_statement(workspace_id, definitions, postgres)
-        times = time_values(now)
+        statement = _people_statement(workspace_id, definitions, postgres)
         people = sorted(set().union(*(person_ids for _, person_ids in batch)))
         for chunk in _chunks(people, CHUNK):
-            rows = session.execute(statement, {"ids": chunk, **times}).mappings().all()
+            rows = statement.rows(session, chunk, now=now)
             entered: list[tuple[int, int]] = []
             exited: list[tuple[int, int]] = []
             timers: list[tuple[int, int]] = []  # (segment, person) whose stored timer is outdated
             due: list[tuple[int, int, int]] = []
-            for i, (definition, person_ids) in enumerate(batch):
+            for (definition, person_ids), (m, w, t, d) in zip(batch, statement.positions, strict=True):
                 came: list[int] = []
                 left: list[int] = []
                 for row in rows:
-                    person_id = row["id"]
+                    person_id = row[0]
                     if person_id not in person_ids:
                         continue
-                    if row[f"m{i}"] and not row[f"w{i}"]:
+                    if row[m] and not row[w]:
                         came.append(person_id)
-                    elif row[f"w{i}"] and not row[f"m{i}"]:
+                    elif row[w] and not row[m]:
                         left.append(person_id)
-                    if definition.deps.timed:
-                        stored, at = row[f"t{i}"], row.get(f"d{i}")
+                    if t is not None:
+                        stored, at = row[t], None if d is None else row[d]
                         at = None if at is None else int(at)
                         if stored != at:
                             if stored is not None:
@@ -729,30 +751,21 @@ def _apply(
     return set(came) | set(left)
 
 
-# (segment, person, entered) awaiting their transition rows and activities.
+# (segment, person, entered) awaiting their activities and signals.
 Moves = list[tuple[int, int, bool]]
 
 
-def _write_moves(session: Session, workspace_id: int, moves: Moves, *, now: int, log: bool = True) -> None:
-    """Transition rows (and, with ``log``, activities) for many moves in two executemany statements."""
+def _write_moves(session: Session, workspace_id: int, moves: Moves, *, now: int) -> None:
+    """The moves' signals, and their activities in one statement."""
     if not moves:
         return
-    _insert(
+    for segment_id, person_id, entered in moves:
+        signals.note(session, signals.SegmentMoved(workspace_id, segment_id, person_id, entered), now=now)
+    activity.record_many(
         session,
-        SegmentTransition,
-        [
-            {"workspace_id": workspace_id, "segment_id": s, "person_id": p, "entered": e, "at": now}
-            for s, p, e in moves
-        ],
+        workspace_id,
+        [(p, "entered_segment" if e else "exited_segment", now, {"segment_id": s}) for s, p, e in moves],
     )
-    if log:
-        for segment_id, person_id, entered in moves:
-            signals.note(session, signals.SegmentMoved(workspace_id, segment_id, person_id, entered), now=now)
-        activity.record_many(
-            session,
-            workspace_id,
-            [(p, "entered_segment" if e else "exited_segment", now, {"segment_id": s}) for s, p, e in moves],
-        )
 
 
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
