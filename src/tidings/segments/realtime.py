@@ -35,11 +35,13 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Insert,
+    Integer,
     Select,
     SQLColumnExpression,
     Table,
     and_,
     bindparam,
+    column,
     delete,
     event,
     func,
@@ -48,7 +50,6 @@ from sqlalchemy import (
     null,
     or_,
     select,
-    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
@@ -344,9 +345,13 @@ def run(
     moves: Moves = []
     if postgres:
         # People this transaction created are locked by it already: no other one can see them yet.
-        if unlocked_people := set().union(*work.values()) - (created or set()):
+        everyone = set().union(*work.values())
+        if unlocked_people := everyone - (created or set()):
             _lock_people(session, sorted(unlocked_people))
-        locked = _lock_segments(session, sorted(work))
+        # People just created hand every segment evaluated for them on to its users (below): all the
+        # segments they will reach are known now, and locked in one round trip.
+        handed_on = fresh is not None and everyone <= fresh
+        locked = _lock_segments(session, _reachable(index, work) if handed_on else sorted(work))
     for depth, level in enumerate(index.levels):
         batch = [(d, work.pop(d.id)) for d in level if work.get(d.id)]
         if not batch:
@@ -375,18 +380,24 @@ def _lock_people(session: Session, person_ids: list[int]) -> None:
     the last evaluation always sees every committed change (READ COMMITTED reads afresh per statement).
     Sorted, so concurrent transactions lock in the same order. SQLite needs nothing: writers are serial."""
     for chunk in _chunks(person_ids, CHUNK):
-        session.execute(
-            select(Person.id).where(Person.id.in_(chunk)).order_by(Person.id).with_for_update(key_share=True)
-        )
+        _LOCK_PEOPLE.fetch_all(session.connection(), {"ids": chunk})
 
 
+_LOCK_PEOPLE = prepare(
+    select(Person.id)
+    .where(Person.id == func.any(bindparam("ids", type_=ARRAY(BigInteger()))))
+    .order_by(Person.id)
+    .with_for_update(key_share=True)
+)
 # Also, for the rest of the transaction, generic plans for prepared statements. The statement judging a
 # batch of segments for a person holds a subquery or two per segment; PostgreSQL kept planning it afresh
 # at every execution (its time parameters make each custom plan look cheaper than the generic one), about
 # 1 ms of a new person's 100 segments, while the generic plan (index lookups by person) is as good.
-_LOCK_SEGMENTS = text(
-    "SELECT pg_advisory_xact_lock_shared(:namespace, CAST(x AS integer)),"
-    " set_config('plan_cache_mode', 'force_generic_plan', true) FROM unnest(:ids) AS x"
+_LOCK_SEGMENTS = prepare(
+    select(
+        func.pg_advisory_xact_lock_shared(bindparam("namespace", type_=Integer()), column("x", Integer())),
+        func.set_config("plan_cache_mode", "force_generic_plan", True),
+    ).select_from(func.unnest(bindparam("ids", type_=ARRAY(Integer()))).alias("x"))
 )
 
 
@@ -394,8 +405,20 @@ def _lock_segments(session: Session, segment_ids: list[int]) -> set[int]:
     """PostgreSQL: shared locks on the segments about to be evaluated, in one round trip; a build step
     takes the same lock exclusively (see :func:`lock_for_build`). Switches the transaction to generic
     plans (above)."""
-    session.execute(_LOCK_SEGMENTS, {"namespace": SEGMENT_LOCK, "ids": segment_ids})
+    _LOCK_SEGMENTS.fetch_all(session.connection(), {"namespace": SEGMENT_LOCK, "ids": segment_ids})
     return set(segment_ids)
+
+
+def _reachable(index: Definitions, segment_ids: Iterable[int]) -> list[int]:
+    """The segments and, transitively, every segment using them."""
+    found: set[int] = set()
+    pending = list(segment_ids)
+    while pending:
+        segment_id = pending.pop()
+        if segment_id not in found:
+            found.add(segment_id)
+            pending.extend(index.users.get(segment_id, ()))
+    return sorted(found)
 
 
 def lock_for_build(session: Session, segment_id: int) -> None:
