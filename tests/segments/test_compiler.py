@@ -442,6 +442,37 @@ def test_text_equality_against_every_kind_of_value(db: Database) -> None:
     assert ask(attribute("v", "eq", "true")) == {"true"}
 
 
+def test_text_search_before_the_json_read(db: Database) -> None:
+    # On SQLite eq and in first look for the operand's JSON text in the stored document; the JSON read
+    # still decides. The text appearing elsewhere (another key, a key, a longer string) must not match,
+    # and operands JSON writes with escapes (quotes, backslashes, control characters) must still match.
+    ask = Examples(
+        db,
+        person("pro", attributes={"v": "pro"}),
+        person("elsewhere", attributes={"v": "free", "w": "pro", "pro": "pro"}),
+        person("longer", attributes={"v": "propose"}),
+        person("nested", attributes={"v": {"v": "pro"}}),
+        person("unicode", attributes={"v": "Zürich 🎉"}),
+        person("quote", attributes={"v": 'say "hi"'}),
+        person("backslash", attributes={"v": "C:\\dir"}),
+        person("tab", attributes={"v": "a\tb"}),
+    )
+    assert ask(attribute("v", "eq", "pro")) == {"pro"}
+    assert ask(attribute("v", "eq", "pro", inverse=True)) == set(ask.labels.values()) - {"pro"}
+    assert ask(attribute("w", "eq", "pro")) == {"elsewhere"}
+    assert ask(attribute("v", "eq", "Zürich 🎉")) == {"unicode"}
+    assert ask(attribute("v", "eq", 'say "hi"')) == {"quote"}
+    assert ask(attribute("v", "eq", "C:\\dir")) == {"backslash"}
+    assert ask(attribute("v", "eq", "a\tb")) == {"tab"}
+    assert ask(attribute("v", "in", values=["pro", "Zürich 🎉", 'say "hi"'])) == {"pro", "unicode", "quote"}
+    many = ["x1", "x2", "x3", "x4", "x5", "propose", "a\tb"]
+    assert ask(attribute("v", "in", values=many)) == {"longer", "tab"}
+    assert ask(attribute("v", "in", values=["free", "pro"], inverse=True)) == set(ask.labels.values()) - {
+        "pro",
+        "elsewhere",
+    }
+
+
 def test_person_fields(db: Database) -> None:
     ask = Examples(
         db,
