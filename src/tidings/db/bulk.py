@@ -5,12 +5,13 @@ parameters of each row: about 5 µs a row, a tenth of a segment build and of a b
 the INSERT is written once per table, columns and dialect, each row becomes a tuple in column order, and
 only the columns whose type converts values (JSON) pass through that conversion.
 
-SQLite takes the rows as an executemany (it runs in the process). On PostgreSQL psycopg pipelines an
-executemany, one statement per row, which for a few rows costs more than the rows themselves (entering and
-leaving the pipeline): up to ``VALUES_UP_TO`` rows go as one multi-row ``VALUES`` statement instead
-(measured: 1 row 0.40 → 0.25 ms, 3 rows 0.39 → 0.27 ms; even at 10). More rows go to a Core executemany,
-which psycopg pipelines: from 10 rows on nothing tried here was faster (a long VALUES list built here was
-slower), the server's work per row (index entries, foreign-key checks) dominating.
+SQLite takes the rows as an executemany (it runs in the process). On PostgreSQL up to ``VALUES_UP_TO``
+rows go as one multi-row ``VALUES`` statement (measured against psycopg's pipelined executemany: 1 row
+0.40 → 0.25 ms, 3 rows 0.39 → 0.27 ms). More rows go as one array per column, unpacked by the server
+(``INSERT … SELECT * FROM unnest(…)``): one statement of fixed text whatever the number of rows, prepared
+once, with no per-row work in Python (27 rows 1.12 → 1.04 ms, 100 rows 3.35 → 2.65 ms, 10,000 rows of a
+segment build several times faster than the pipeline); the server's work per row (index entries,
+foreign-key checks) is what remains.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Table, insert
+import psycopg
+from sqlalchemy import Connection, Dialect, Table
 from sqlalchemy.orm import Session
 
 Row = tuple[Any, ...]
@@ -32,6 +34,8 @@ class _Plan:
     sql: str
     # One more row's placeholders, to append to ``sql`` for a multi-row VALUES.
     more: str
+    # PostgreSQL: the INSERT taking one array per column ($1, $2, … in psycopg's raw form).
+    arrays: str
     take: Callable[[Mapping[str, Any]], Any]
     # (position, conversion) of the columns whose type converts values on the way in.
     converts: tuple[tuple[int, Callable[[Any], Any]], ...]
@@ -70,7 +74,13 @@ def _plan(dialect: Dialect, table: Table, names: tuple[str, ...]) -> _Plan:
         convert = column.type.dialect_impl(dialect).bind_processor(dialect)
         if convert is not None:
             converts.append((position, convert))
-    plan = _Plan(sql, f", {values}", itemgetter(*names), tuple(converts))
+    types = [dialect.type_compiler_instance.process(table.c[name].type) for name in names]
+    arrays = (
+        f"INSERT INTO {dialect.identifier_preparer.format_table(table)} "
+        f"({', '.join(quote(name) for name in names)}) "
+        f"SELECT * FROM unnest({', '.join(f'${n}::{kind}[]' for n, kind in enumerate(types, 1))})"
+    )
+    plan = _Plan(sql, f", {values}", arrays, itemgetter(*names), tuple(converts))
     with _plans_lock:
         _PLANS[key] = plan
     return plan
@@ -89,7 +99,11 @@ def insert_rows(target: Session | Connection, table: Table, rows: Sequence[Mappi
         flat = tuple(value for values in rows for value in plan.row(values))
         connection.exec_driver_sql(plan.sql + plan.more * (len(rows) - 1), flat)
     elif connection.dialect.name == "postgresql":
-        connection.execute(insert(table), list(rows))
+        driver = connection.connection.driver_connection
+        assert isinstance(driver, psycopg.Connection)
+        columns = [list(column) for column in zip(*(plan.row(values) for values in rows), strict=True)]
+        with psycopg.RawCursor(driver) as cursor:
+            cursor.execute(plan.arrays, columns, prepare=True)
     else:
         connection.exec_driver_sql(plan.sql, [plan.row(values) for values in rows])
 

