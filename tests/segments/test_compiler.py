@@ -620,6 +620,47 @@ def test_events_timed(db: Database) -> None:
     }
 
 
+def test_deeply_nested_time_conditions(db: Database) -> None:
+    # When a result next changes is one least() over the timed leaves, each guarded by the untimed items
+    # beside it at every level: nested level by level, a few levels filled SQLite's parser stack.
+    ask = Examples(
+        db,
+        person(
+            "pro",
+            attributes={"plan": "pro", "seen": NOW - DAY // 2},
+            events=[
+                EventRow("event", "buy", NOW - DAY, {"price": 150}),
+                EventRow("event", "buy", NOW - 2 * DAY, {"price": 250}),
+            ],
+        ),
+        person(
+            "free",
+            attributes={"plan": "free", "seen": NOW - 3 * DAY},
+            events=[
+                EventRow("event", "buy", NOW - DAY // 4, {"price": 500}),
+            ],
+        ),
+        person("none"),
+    )
+    bought = {
+        "event": {
+            "name": "buy",
+            "filters": [{"field": "price", "operator": "gt", "value": 100}],
+            "within": {"days": 3},
+        }
+    }
+    seen = attribute("seen", "newer_than", days=1)
+    document: Json = {"and": [bought, seen]}
+    for level in range(9):
+        untimed = attribute("plan", "eq", "pro") if level % 2 else attribute("plan", "exists", inverse=True)
+        document = {"or": [{"and": [document, untimed]}, {"not": {"and": [bought, seen]}}]}
+    ask(document)
+    changes = ask.next_change(document)
+    assert changes is not None
+    assert changes["pro"] == NOW + DAY // 2 + 1
+    assert changes["none"] is None
+
+
 def test_devices_objects_segments_and_messages(db: Database) -> None:
     ask = Examples(
         db,

@@ -98,6 +98,17 @@ class _Unit:
 DRY_RUN: ContextVar[bool] = ContextVar("tidings_dry_run", default=False)
 
 
+_READ_ENGINE = "tidings.read_engine"
+
+
+def read_engine_of(session: Session) -> Engine:
+    """An engine whose connections read what ``session``'s transaction reads, but without its own
+    writes: on SQLite the reading one (the writing engine's single connection is the session's), on
+    PostgreSQL the session's own."""
+    engine: Engine | None = session.info.get(_READ_ENGINE)
+    return engine if engine is not None else session.get_bind().engine
+
+
 class Database:
     def __init__(self, url: str, *, writers: int | None = None, batch_size: int = 256) -> None:
         self.url = url
@@ -106,7 +117,9 @@ class Database:
         self.read_engine: Engine = (
             create_store_engine(url, writer=False) if self.is_sqlite else self.write_engine
         )
-        self._write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(
+            self.write_engine, expire_on_commit=False, info={_READ_ENGINE: self.read_engine}
+        )
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
         # One writer thread by default on both stores: the writer is CPU-bound Python, so more threads
         # only contend for the GIL (measured: PostgreSQL B1 fell from ~500 to ~320 req/s with four).

@@ -131,8 +131,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import CompileError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import BindParameter, ColumnElement
-from sqlalchemy.sql.selectable import FromClause
+from sqlalchemy.sql.elements import BindParameter, Case, Cast, ColumnClause, ColumnElement, Grouping
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.sql.selectable import Exists, FromClause, ScalarSelect
 from sqlalchemy.sql.visitors import InternalTraversal, iterate
 from sqlalchemy.types import TypeEngine
 
@@ -313,7 +314,15 @@ def _compile_switch(element: _Switch[Any], compiler: SQLCompiler, **kw: Any) -> 
         chosen = element.postgresql
     else:
         raise CompileError(f"segment conditions compile for SQLite and PostgreSQL, not {name}")
-    return f"({compiler.process(chosen, **kw)})"
+    sql = compiler.process(chosen, **kw)
+    # Parentheses only where precedence needs them: SQLite's parser has a fixed stack (100 entries in
+    # 3.40) that deeply nested conditions' time expressions came to fill, one level per parenthesis.
+    return sql if isinstance(chosen, _ATOMS) else f"({sql})"
+
+
+# Expressions written as one term (a call, CASE … END, CAST(…), a name, a parameter, a subquery in its
+# own parentheses): safe as an operand of any operator.
+_ATOMS = (FunctionElement, Case, Cast, ColumnClause, BindParameter, Grouping, ScalarSelect, Exists)
 
 
 def _const(sql: str, type_: TypeEngine[T]) -> ColumnElement[T]:
@@ -875,39 +884,63 @@ class _Compiler:
         return select(self.leaving(func.max(stamp), node.within_days)).where(*where).scalar_subquery()
 
     def change(self, node: Condition) -> tuple[bool, ColumnElement[int] | None]:
-        """Whether ``node`` is timed, and its next_change (None: NULL for everyone)."""
+        """Whether ``node`` is timed, and its next_change (None: NULL for everyone).
+
+        The earliest instant any timed leaf can flip, counting a leaf only while the untimed items
+        beside it, at every level above it, leave its and / or open (a false untimed item decides an
+        and, a true one an or, until data changes). Written flat, as one least() of guarded leaves, not
+        nested level by level: SQLite's parser has a fixed stack that a few nested levels filled."""
+        if not _timed(node):
+            return False, None
+        leaves = self.leaf_changes(node, ())
+        if not leaves:
+            return True, None
+        return True, _least(
+            [due if not guards else case((and_(*guards), due), else_=_NO_TIME) for due, guards in leaves]
+        )
+
+    def leaf_changes(
+        self, node: Condition, guards: tuple[ColumnElement[bool], ...]
+    ) -> list[tuple[ColumnElement[int], tuple[ColumnElement[bool], ...]]]:
+        """The timed leaves under ``node`` with a next change, each with what must hold for it to count."""
         if isinstance(node, Not):
-            return self.change(node.item)
+            return self.leaf_changes(node.item, guards)
         if isinstance(node, And | Or):
-            parts = [(item, *self.change(item)) for item in node.items]
-            untimed = [item for item, timed, _ in parts if not timed]
-            if len(untimed) == len(parts):
-                return False, None
-            candidates = [due for _, _, due in parts if due is not None]
-            if not candidates:
-                return True, None
-            least = _least(candidates)
-            if not untimed:
-                return True, least
-            # Untimed items keep their value until data changes: a false one decides an and, a true one
-            # an or, until data changes.
-            held = [self.condition(item) for item in untimed]
-            open_ = and_(*held) if isinstance(node, And) else not_(or_(*held))
-            guarded: ColumnElement[int] = case((open_, least), else_=cast(null(), BigInteger()))
-            return True, guarded
+            untimed = [item for item in node.items if not _timed(item)]
+            if untimed:
+                held = [self.condition(item) for item in untimed]
+                guards = (*guards, and_(*held) if isinstance(node, And) else not_(or_(*held)))
+            found = []
+            for item in node.items:
+                if _timed(item):
+                    found += self.leaf_changes(item, guards)
+            return found
+        due: ColumnElement[int] | None = None
         if isinstance(node, AttributeCondition):
-            if node.test.operator not in RELATIVE_OPERATORS:
-                return False, None
-            return True, self.attribute_change(node.test)
-        if isinstance(node, EventCondition):
-            if node.within_days is None and node.timing is None:
-                return False, None
-            return True, self.event_change(node)
-        if isinstance(node, MessageCondition):
-            if node.within_days is None:
-                return False, None
-            return True, self.message_change(node)
-        return False, None
+            due = self.attribute_change(node.test)
+        elif isinstance(node, EventCondition):
+            due = self.event_change(node)
+        elif isinstance(node, MessageCondition):
+            due = self.message_change(node)
+        return [] if due is None else [(due, guards)]
+
+
+_NO_TIME: ColumnElement[int] = cast(null(), BigInteger())
+
+
+def _timed(node: Condition) -> bool:
+    """Whether time alone can change ``node``'s result (with no new data)."""
+    if isinstance(node, Not):
+        return _timed(node.item)
+    if isinstance(node, And | Or):
+        return any(_timed(item) for item in node.items)
+    if isinstance(node, AttributeCondition):
+        return node.test.operator in RELATIVE_OPERATORS
+    if isinstance(node, EventCondition):
+        return node.within_days is not None or node.timing is not None
+    if isinstance(node, MessageCondition):
+        return node.within_days is not None
+    return False
 
 
 def _inverse(expression: ColumnElement[bool], inverse: bool) -> ColumnElement[bool]:

@@ -57,6 +57,7 @@ from sqlalchemy.orm import Session
 
 from tidings import signals
 from tidings.db.bulk import insert_rows
+from tidings.db.database import read_engine_of
 from tidings.db.prepared import Prepared, prepare
 from tidings.models import Base, Person, Segment, SegmentMembership, SegmentTimer
 from tidings.people import activity
@@ -717,26 +718,28 @@ def _range_plan(condition: Condition, workspace_id: int, segment_id: int, timed:
     return _RangePlan(match, timers, with_match, times)
 
 
-# PostgreSQL: a build step's range is matched in this many parts at once, each on a connection of its own
-# (a statement runs on one core; the match is most of a step). Measured on two cores: 1M people of B3
-# in 0.63 s instead of 1.08 s.
+# A build step's range is matched in this many parts at once, each on a connection of its own (a statement
+# runs on one core; the match is most of a step). Measured on two cores over B3's 1M people: PostgreSQL
+# 1.08 → 0.63 s, SQLite 0.46 → 0.34 s.
 PARALLEL_PARTS = 2
-# Its threads start at the first build step on PostgreSQL.
+# Its threads start at the first build step.
 _PARTS = ThreadPoolExecutor(PARALLEL_PARTS - 1, thread_name_prefix="tidings-build")
 
 
 def _match_range(
     session: Session, plan: _RangePlan, parameters: dict[str, Any], low: int, high: int
 ) -> list[Any]:
-    """The match of [low, high]. On PostgreSQL its parts but the first run on other connections, outside
-    this transaction: the build step holds the segment's lock already, so every real-time evaluation of
-    it either committed before (each part, starting after, sees it) or waits for this step's commit,
-    exactly as for a statement of this transaction (READ COMMITTED)."""
-    if session.get_bind().dialect.name != "postgresql" or high - low < PARALLEL_PARTS:
+    """The match of [low, high]: its first part in this transaction, the others at the same time on
+    other connections, outside it. They read what this transaction would. On PostgreSQL the step holds
+    the segment's lock already, so every real-time evaluation of it either committed before (each part,
+    starting after, sees it) or waits for this step's commit, as for a statement of this transaction
+    (READ COMMITTED). On SQLite this transaction holds the write lock and has written nothing yet: a
+    reader sees the last commit, as it does."""
+    if high - low < PARALLEL_PARTS or session.new or session.dirty or session.deleted:
         return list(session.execute(plan.match, parameters).all())
     size = (high - low + PARALLEL_PARTS) // PARALLEL_PARTS
     bounds = [(start, min(high, start + size - 1)) for start in range(low, high + 1, size)]
-    engine = session.get_bind().engine
+    engine = read_engine_of(session)
 
     def part(bound: tuple[int, int]) -> list[Any]:
         with engine.connect() as connection:
