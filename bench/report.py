@@ -221,7 +221,8 @@ def render_b3(results: Iterable[B3Result], env: Environment, skipped: Mapping[st
             "with SQL (`generate_series` / a recursive CTE; secondary indexes dropped during the load and "
             "created again; PostgreSQL then `VACUUM ANALYZE`, SQLite not analysed). Build = `POST "
             "/v1/segments` → first `GET /v1/segments/{id}` showing `finished` (polled every 50 ms), done by "
-            f"the worker of `tidings serve` in steps of {BUILD_STEP_PEOPLE:,} people. Baseline: DuckDB "
+            f"the worker of `tidings serve` in steps of {BUILD_STEP_PEOPLE:,} people; median of "
+            f"{len(first.builds)} builds, each a new segment with the same conditions. Baseline: DuckDB "
             f"{first.duckdb.version} ({first.duckdb.threads} threads, in memory, the same rows generated "
             "with `range()` from the same formulas), the same query with `json_extract_string` and a "
             "correlated count, matching ids materialised with `CREATE TEMP TABLE … AS`; median of "
@@ -240,10 +241,14 @@ def render_b3(results: Iterable[B3Result], env: Environment, skipped: Mapping[st
                 f"| {_mark(result.build.seconds <= TARGET_B3_SECONDS)} "
                 f"| {_mark(result.ratio <= TARGET_B3_RATIO)} | {result.load_average} |"
             )
-        lines += ["", "DuckDB runs (s):", ""]
+        lines += ["", "Builds and DuckDB runs (s):", ""]
         for result in results:
+            builds = ", ".join(f"{build.seconds:.2f}" for build in result.builds)
             runs = ", ".join(f"{run:.3f}" for run in result.duckdb.runs)
-            lines.append(f"- {result.backend}: {runs} (loading the rows: {result.duckdb.load_seconds:.1f} s)")
+            lines.append(
+                f"- {result.backend}: builds {builds}; DuckDB {runs} "
+                f"(loading the rows: {result.duckdb.load_seconds:.1f} s)"
+            )
     for backend, reason in skipped.items():
         lines.append(f"- {backend}: not measured ({reason})")
     return "\n".join(lines)

@@ -63,7 +63,8 @@ class Size:
     # B3: people and events of the workspace the segment is built over; DuckDB runs per figure.
     b3_people: int
     b3_events: int
-    b3_duckdb_repeats: int
+    # B3: builds through the server (each a new segment over the same data) and DuckDB runs.
+    b3_repeats: int
     # B4: people and events of each workspace; measured (and warm-up) requests per kind and workspace.
     b4_people: int
     b4_events: int
@@ -116,7 +117,7 @@ SIZES = {
         ("cached", "none"),
         b3_people=1_000_000,
         b3_events=10_000_000,
-        b3_duckdb_repeats=3,
+        b3_repeats=3,
         b4_people=10_000,
         b4_events=100_000,
         b4_requests=1_000,
@@ -138,7 +139,7 @@ SIZES = {
         ("cached",),
         b3_people=2_000,
         b3_events=20_000,
-        b3_duckdb_repeats=3,
+        b3_repeats=3,
         b4_people=500,
         b4_events=5_000,
         b4_requests=100,
@@ -289,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.workdir,
                     people=size.b3_people,
                     events=size.b3_events,
-                    duckdb_repeats=size.b3_duckdb_repeats,
+                    repeats=size.b3_repeats,
                 )
             )
         if "B4" in only:
