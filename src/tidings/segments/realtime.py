@@ -382,32 +382,42 @@ def _lock_people(session: Session, person_ids: list[int]) -> None:
     the last evaluation always sees every committed change (READ COMMITTED reads afresh per statement).
     Sorted, so concurrent transactions lock in the same order. SQLite needs nothing: writers are serial."""
     for chunk in _chunks(person_ids, CHUNK):
-        _LOCK_PEOPLE.fetch_all(session.connection(), {"ids": chunk})
+        _lock_people_statement().fetch_all(session.connection(), {"ids": chunk})
 
 
-_LOCK_PEOPLE = prepare(
-    select(Person.id)
-    .where(Person.id == func.any(bindparam("ids", type_=ARRAY(BigInteger()))))
-    .order_by(Person.id)
-    .with_for_update(key_share=True)
-)
+# Compiled at first use, not at import (a process on SQLite never needs them).
+@functools.cache
+def _lock_people_statement() -> Prepared:
+    return prepare(
+        select(Person.id)
+        .where(Person.id == func.any(bindparam("ids", type_=ARRAY(BigInteger()))))
+        .order_by(Person.id)
+        .with_for_update(key_share=True)
+    )
+
+
 # Also, for the rest of the transaction, generic plans for prepared statements. The statement judging a
 # batch of segments for a person holds a subquery or two per segment; PostgreSQL kept planning it afresh
 # at every execution (its time parameters make each custom plan look cheaper than the generic one), about
 # 1 ms of a new person's 100 segments, while the generic plan (index lookups by person) is as good.
-_LOCK_SEGMENTS = prepare(
-    select(
-        func.pg_advisory_xact_lock_shared(bindparam("namespace", type_=Integer()), column("x", Integer())),
-        func.set_config("plan_cache_mode", "force_generic_plan", True),
-    ).select_from(func.unnest(bindparam("ids", type_=ARRAY(Integer()))).alias("x"))
-)
+@functools.cache
+def _lock_segments_statement() -> Prepared:
+    return prepare(
+        select(
+            func.pg_advisory_xact_lock_shared(
+                bindparam("namespace", type_=Integer()), column("x", Integer())
+            ),
+            func.set_config("plan_cache_mode", "force_generic_plan", True),
+        ).select_from(func.unnest(bindparam("ids", type_=ARRAY(Integer()))).alias("x"))
+    )
 
 
 def _lock_segments(session: Session, segment_ids: list[int]) -> set[int]:
     """PostgreSQL: shared locks on the segments about to be evaluated, in one round trip; a build step
     takes the same lock exclusively (see :func:`lock_for_build`). Switches the transaction to generic
     plans (above)."""
-    _LOCK_SEGMENTS.fetch_all(session.connection(), {"namespace": SEGMENT_LOCK, "ids": segment_ids})
+    values = {"namespace": SEGMENT_LOCK, "ids": segment_ids}
+    _lock_segments_statement().fetch_all(session.connection(), values)
     return set(segment_ids)
 
 
