@@ -9,9 +9,9 @@ SQLite takes the rows as an executemany (it runs in the process). On PostgreSQL 
 rows go as one multi-row ``VALUES`` statement (measured against psycopg's pipelined executemany: 1 row
 0.40 → 0.25 ms, 3 rows 0.39 → 0.27 ms). More rows of plain columns (numbers, text) go as one array per
 column, unpacked by the server (``INSERT … SELECT * FROM unnest(…)``): one statement of fixed text
-whatever the number of rows, prepared once, with no per-row work in Python (segment memberships: 27 rows
-1.12 → 0.88 ms, 10,000 rows 170 → 137 ms, the rest being the server's work per row: index entries,
-foreign-key checks). Rows with a JSON column go to a Core executemany, which
+whatever the number of rows (prepared by psycopg after a few runs), with no per-row work in Python
+(segment memberships: 27 rows 1.12 → 0.88 ms, 10,000 rows 170 → 137 ms, the rest being the server's work
+per row: index entries, foreign-key checks). Rows with a JSON column go to a Core executemany, which
 psycopg pipelines: as an array, every document is escaped into the array's text and parsed back out of
 it (100 activities 2.8 → 4.3 ms).
 """
@@ -107,7 +107,7 @@ def insert_rows(target: Session | Connection, table: Table, rows: Sequence[Mappi
         assert isinstance(driver, psycopg.Connection)
         columns = [list(column) for column in zip(*(plan.row(values) for values in rows), strict=True)]
         with psycopg.RawCursor(driver) as cursor:
-            cursor.execute(plan.arrays, columns, prepare=True)
+            cursor.execute(plan.arrays, columns)
     else:
         connection.exec_driver_sql(plan.sql, [plan.row(values) for values in rows])
 
