@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-import psycopg
 from sqlalchemy import Connection, Dialect, Table, insert
 from sqlalchemy.orm import Session
+
+from tidings.db.prepared import raw_cursor
 
 Row = tuple[Any, ...]
 
@@ -36,7 +37,7 @@ class _Plan:
     sql: str
     # One more row's placeholders, to append to ``sql`` for a multi-row VALUES.
     more: str
-    # PostgreSQL: the INSERT taking one array per column ($1, $2, … in psycopg's raw form).
+    # PostgreSQL: the INSERT taking one array per column ($1, $2, … in psycopg's raw form); "" elsewhere.
     arrays: str
     take: Callable[[Mapping[str, Any]], Any]
     # (position, conversion) of the columns whose type converts values on the way in.
@@ -66,23 +67,23 @@ def _plan(dialect: Dialect, table: Table, names: tuple[str, ...]) -> _Plan:
     quote = dialect.identifier_preparer.quote
     placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
     values = f"({', '.join(placeholder for _ in names)})"
-    sql = (
+    head = (
         f"INSERT INTO {dialect.identifier_preparer.format_table(table)} "
-        f"({', '.join(quote(name) for name in names)}) VALUES {values}"
+        f"({', '.join(quote(name) for name in names)})"
     )
+    columns = [table.c[name] for name in names]
     converts = []
-    for position, name in enumerate(names):
-        column = table.c[name]
+    for position, column in enumerate(columns):
         convert = column.type.dialect_impl(dialect).bind_processor(dialect)
         if convert is not None:
             converts.append((position, convert))
-    types = [dialect.type_compiler_instance.process(table.c[name].type) for name in names]
-    arrays = (
-        f"INSERT INTO {dialect.identifier_preparer.format_table(table)} "
-        f"({', '.join(quote(name) for name in names)}) "
-        f"SELECT * FROM unnest({', '.join(f'${n}::{kind}[]' for n, kind in enumerate(types, 1))})"
-    )
-    plan = _Plan(sql, f", {values}", arrays, itemgetter(*names), tuple(converts))
+    arrays = ""
+    if dialect.name == "postgresql":
+        types = [dialect.type_compiler_instance.process(column.type) for column in columns]
+        arrays = (
+            f"{head} SELECT * FROM unnest({', '.join(f'${n}::{kind}[]' for n, kind in enumerate(types, 1))})"
+        )
+    plan = _Plan(f"{head} VALUES {values}", f", {values}", arrays, itemgetter(*names), tuple(converts))
     with _plans_lock:
         _PLANS[key] = plan
     return plan
@@ -103,10 +104,8 @@ def insert_rows(target: Session | Connection, table: Table, rows: Sequence[Mappi
     elif connection.dialect.name == "postgresql" and plan.converts:
         connection.execute(insert(table), list(rows))
     elif connection.dialect.name == "postgresql":
-        driver = connection.connection.driver_connection
-        assert isinstance(driver, psycopg.Connection)
         columns = [list(column) for column in zip(*(plan.row(values) for values in rows), strict=True)]
-        with psycopg.RawCursor(driver) as cursor:
+        with raw_cursor(connection) as cursor:
             cursor.execute(plan.arrays, columns)
     else:
         connection.exec_driver_sql(plan.sql, [plan.row(values) for values in rows])

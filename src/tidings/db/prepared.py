@@ -37,12 +37,17 @@ class Prepared:
     def fetch_all(self, connection: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Run with ``values`` for the statement's parameters without a value of their own; rows as
         tuples in the statement's column order. Runs in ``connection``'s transaction."""
-        driver = connection.connection.driver_connection
-        assert isinstance(driver, psycopg.Connection)
         merged = {**self.constants, **values}
-        with psycopg.RawCursor(driver) as cursor:
+        with raw_cursor(connection) as cursor:
             cursor.execute(self.sql, [merged[name] for name in self.order])
             return cursor.fetchall()
+
+
+def raw_cursor(connection: Connection) -> psycopg.RawCursor[tuple[Any, ...]]:
+    """A psycopg cursor taking ``$n`` text, on ``connection``'s driver connection and in its transaction."""
+    driver = connection.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    return psycopg.RawCursor(driver)
 
 
 def prepare(statement: Select[Any]) -> Prepared:
