@@ -22,6 +22,7 @@ from tidings.api import (
 )
 from tidings.api.auth import Gatekeeper
 from tidings.api.paths import EncodedSlashMiddleware
+from tidings.api.route_index import index_routes
 from tidings.api.surfaces import json_response
 from tidings.campaigns import triggers as _triggers  # noqa: F401  (registers campaign triggers)
 from tidings.config import get_settings
@@ -53,20 +54,22 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     )
     app.state.runtime = runtime
     app.state.gatekeeper = Gatekeeper(cache_seconds=runtime.settings.auth_cache_seconds)
-    app.include_router(track_v1.router)
-    app.include_router(track_v2.router)
-    app.include_router(unsubscribe.router)
-    app.include_router(tracking.router)
-    app.include_router(app_v1.router)
-    app.include_router(pipelines.router)
 
     @app.get("/healthz", tags=["Operations"], summary="Liveness; also the benchmarks' no-op baseline")
     async def healthz() -> object:
         return json_response({"status": "ok"})
 
+    app.include_router(track_v1.router)
+    app.include_router(track_v2.router)
+    app.include_router(unsubscribe.router)
+    app.include_router(tracking.router)
+    for router in app_v1.routers:
+        app.include_router(router)
+    app.include_router(pipelines.router)
     mcp_endpoint.mount(app)
     if runtime.settings.clock_control:
         app.include_router(clock_control.router)
+    index_routes(app)
     app.add_middleware(EncodedSlashMiddleware)
     return app
 
