@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 
 from tests.harness import Api
 
@@ -133,3 +136,71 @@ def test_workspaces_are_isolated(api: Api, other_api: Api) -> None:
         "/api/v1/customers/iso", json={"secret": "x"}, auth=(api.creds.site_id, other_api.creds.track_api_key)
     )
     assert cross.status_code == 401
+
+
+def test_concurrent_events_create_each_new_person_once(api: Api) -> None:
+    """Events arriving together are applied together (one group in the writer): every person they name
+    for the first time is created once, whatever the spelling of their email, and the refusals of the
+    one-at-a-time path still hold."""
+    api.track.put("/api/v1/customers/gone", json={})
+    assert api.track.post("/api/v1/customers/gone/suppress").status_code == 200
+    lone_unknown_cio = api.track.post("/api/v1/customers/cio_nobody/events", json={"name": "e"}).status_code
+    paths = [f"/api/v1/customers/new{i}/events" for i in range(6) for _ in range(3)]
+    paths += ["/api/v1/customers/Mixed@Example.com/events", "/api/v1/customers/mixed@example.com/events"] * 2
+    paths += ["/api/v1/customers/cio_nobody/events", "/api/v1/customers/gone/events"]
+
+    def post(path: str) -> int:
+        with httpx.Client(base_url=api.server.base_url, auth=api.track.auth) as client:
+            return client.post(path, json={"name": "arrived"}).status_code
+
+    with ThreadPoolExecutor(max_workers=len(paths)) as pool:
+        statuses = dict(zip(paths, pool.map(post, paths), strict=True))
+    assert statuses.pop("/api/v1/customers/gone/events") == 400
+    assert statuses.pop("/api/v1/customers/cio_nobody/events") == lone_unknown_cio
+    assert set(statuses.values()) == {200}
+    for identifier, id_type, events in [
+        *((f"new{i}", "id", 3) for i in range(6)),
+        ("mixed@example.com", "email", 4),
+    ]:
+        activities = api.activities(identifier, id_type)
+        created = [a for a in activities if a["type"] == "attribute_change" and a["data"].get("created")]
+        assert len(created) == 1, identifier
+        assert len([a for a in activities if a["type"] == "event" and a["name"] == "arrived"]) == events
+    assert api.attributes("gone").status_code == 404
+
+
+def test_concurrent_identifies_update_each_person_as_alone(api: Api) -> None:
+    """Identifies arriving together are applied together where they cannot interfere (one call per
+    person); calls naming a person twice, conflicting identifiers and suppressed ones keep the effects of
+    the one-at-a-time path."""
+    for i in range(6):
+        api.track.put(f"/api/v1/customers/up{i}", json={"email": f"up{i}@example.com", "n": 0})
+    api.track.put("/api/v1/customers/banned", json={"email": "banned@example.com"})
+    assert api.track.post("/api/v1/customers/banned/suppress").status_code == 200
+    calls = [(f"/api/v1/customers/up{i}", {"n": i, "plan": "pro"}) for i in range(1, 4)]
+    calls += [
+        ("/api/v1/customers/up0", {"via": "id"}),
+        ("/api/v1/customers/up0@example.com", {"via_email": True}),
+        ("/api/v1/customers/up4", {"email": "up5@example.com", "stolen": True}),
+        ("/api/v1/customers/up5", {"email": "banned@example.com"}),
+    ]
+
+    def put(call: tuple[str, dict[str, object]]) -> int:
+        with httpx.Client(base_url=api.server.base_url, auth=api.track.auth) as client:
+            return client.put(call[0], json=call[1]).status_code
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        statuses = list(pool.map(put, calls))
+    assert statuses == [200] * 6 + [400]
+    for i in range(1, 4):
+        customer = api.attributes(f"up{i}").json()["customer"]
+        assert (customer["attributes"]["n"], customer["attributes"]["plan"]) == (str(i), "pro")
+        changes = [a for a in api.activities(f"up{i}") if a["type"] == "attribute_change"]
+        assert sorted(changes[0]["data"]["changes"]) == ["n", "plan"]  # the newest, this update's
+    both = api.attributes("up0").json()["customer"]["attributes"]
+    assert (both["via"], both["via_email"]) == ("id", "true")
+    # up5's email stays with up5: up4 records the conflict and keeps its own.
+    assert api.attributes("up4").json()["customer"]["attributes"]["email"] == "up4@example.com"
+    assert "stolen" not in api.attributes("up4").json()["customer"]["attributes"]
+    assert any(a["type"] == "failed_attribute_change" for a in api.activities("up4"))
+    assert api.attributes("up5").json()["customer"]["attributes"]["email"] == "up5@example.com"

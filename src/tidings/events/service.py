@@ -18,7 +18,7 @@ from tidings.models import Event, Form
 from tidings.people import activity, anonymous
 from tidings.people import service as people
 from tidings.people.attributes import byte_len, check_identifier
-from tidings.people.identifiers import Identifier, find_person_ids
+from tidings.people.identifiers import Identifier, find_person_ids, refuse_suppressed
 from tidings.segments import realtime
 from tidings.workspaces.limits import Limits
 from tidings.workspaces.schemas import WorkspaceContext
@@ -163,23 +163,30 @@ class PersonEvent:
 
 def track_person_events(session: Session, items: Sequence[PersonEvent]) -> list[bool]:
     """Person events of one workspace, with the effects of :func:`track_person_event` for each, in a
-    constant number of statements: one lookup of everyone named, one insert of the events, one of their
-    activities. People named for the first time are created one by one, as the single path does.
-    Returns, for each, whether it was recorded (not a repeated id, not an unknown cio_id)."""
+    constant number of statements: one lookup of everyone named, one creation of the people named for the
+    first time, one insert of the events, one of their activities. Returns, for each, whether it was
+    recorded (not a repeated id, not an unknown cio_id)."""
     recorded = [False] * len(items)
     if not items:
         return recorded
     ws = items[0].ws
     found = find_person_ids(session, ws.workspace_id, (item.ident for item in items))
+    unknown = {people.ident_key(i.ident): (i.ident, i.now) for i in items if i.ident not in found}
+    if unknown:
+        refuse_suppressed(session, ws.workspace_id, [ident for ident, _ in unknown.values()])
+        # An unknown cio_id names nobody and is never created: its events are not recorded.
+        new = {named: first for named, first in unknown.items() if first[0].type != "cio_id"}
+        created = people.create_named_all(session, ws, list(new.values()))
+        by_key = {named: person.id for named, person in zip(new, created, strict=True)}
+        for item in items:
+            if item.ident not in found and (named := people.ident_key(item.ident)) in by_key:
+                found[item.ident] = by_key[named]
     rows: list[dict[str, Any]] = []
     kept: list[tuple[int, PersonEvent, int, str, int]] = []
     for place, item in enumerate(items):
         person_id = found.get(item.ident)
         if person_id is None:
-            person_id = people.ensure_person_id(session, ws, item.ident, now=item.now)
-            if person_id is None:
-                continue
-            found[item.ident] = person_id
+            continue
         row = _event_row(ws.workspace_id, person_id, item.event, now=item.now, source=item.source)
         rows.append(row)
         kept.append((place, item, person_id, row["event_id"], row["timestamp"]))

@@ -450,61 +450,156 @@ class Identify:
 
 
 def identify_all(session: Session, items: Sequence[Identify]) -> list[PersonRef | None]:
-    """Identify calls of one workspace, with the effects of :func:`identify` for each. Calls creating a
-    person that no other call of the run names are applied as a set: one lookup, one suppression check,
-    one INSERT of the people and one of their activities. The others run one at a time, in order; since
-    they share no identifier with the created people, the order between the two groups cannot show."""
+    """Identify calls of one workspace, with the effects of :func:`identify` for each. Two kinds of call
+    are applied as sets, in a constant number of statements: those creating a person, and plain updates
+    of one existing person, when no other call of the run names that person or any of the call's
+    identifiers. The others run one at a time, in order; since the sets share no identifier or person
+    with anything else in the run, the order between the three cannot show."""
     if not items:
         return []
     ws = items[0].ws
     requests = [item.read() for item in items]
-    named = Counter(_ident_key(ident) for request in requests for ident in request.idents)
+    named = Counter(ident_key(ident) for request in requests for ident in request.idents)
     found = find_person_ids(session, ws.workspace_id, {i for request in requests for i in request.idents})
-    creating = [
-        place
-        for place, request in enumerate(requests)
-        if request.plain_creation
-        and not any(ident in found for ident in request.idents)
-        and all(named[_ident_key(ident)] == 1 for ident in request.idents)
-    ]
+    alone = [all(named[ident_key(ident)] == 1 for ident in request.idents) for request in requests]
+    people_named = Counter(
+        p for request in requests for p in {found[i] for i in request.idents if i in found}
+    )
+    creating: list[int] = []
+    updating: list[tuple[int, int]] = []
+    for place, request in enumerate(requests):
+        if not alone[place] or not request.plain_creation:
+            continue
+        ids = {found[ident] for ident in request.idents if ident in found}
+        if not ids:
+            creating.append(place)
+        elif (
+            len(ids) == 1
+            and request.ident in found
+            and request.relationships is None
+            and people_named[found[request.ident]] == 1
+        ):
+            updating.append((place, found[request.ident]))
     results: list[PersonRef | None] = [None] * len(items)
-    if creating:
-        refuse_suppressed(session, ws.workspace_id, [i for place in creating for i in requests[place].idents])
-        created: list[tuple[int, Person, dict[str, dict[str, Any]]]] = []
-        for place in creating:
-            person = _new_person(ws, requests[place], now=items[place].now)
-            changes = _apply_identify(person, requests[place], ws, now=items[place].now, anonymous_traits={})
-            session.add(person)
-            created.append((place, person, changes))
-        session.flush()  # one INSERT … RETURNING for all of them
-        activity.record_many(
+    if creating or updating:
+        refuse_suppressed(
             session,
             ws.workspace_id,
             [
-                (person.id, "attribute_change", items[place].now, {"created": True, "changes": changes})
-                for place, person, changes in created
+                i
+                for place in (*creating, *(p for p, _ in updating))
+                for i in requests[place].idents
+                if i not in found
             ],
         )
-        touched: dict[tuple[str, ...], list[int]] = {}
-        for place, person, changes in created:
-            signals.note(
-                session,
-                signals.AttributesChanged(ws.workspace_id, person.id, changes, True),
-                now=items[place].now,
-            )
-            touched.setdefault(tuple(_changed_keys(changes, True)), []).append(person.id)
+    if creating:
+        created = _create_set(session, ws, [(requests[place], items[place].now) for place in creating])
+        for place, person in zip(creating, created, strict=True):
             results[place] = PersonRef(person.id, True)
-        now = max(item.now for item in items)
-        for keys, person_ids in touched.items():
-            realtime.touched(session, ws.workspace_id, person_ids, keys, now=now)
-    done = set(creating)
+    if updating:
+        _update_set(
+            session, ws, [(requests[place], items[place].now, person_id) for place, person_id in updating]
+        )
+        for place, person_id in updating:
+            results[place] = PersonRef(person_id, False)
+    done = {*creating, *(place for place, _ in updating)}
     for place, request in enumerate(requests):
         if place not in done:
             results[place] = _identify(session, ws, request, now=items[place].now)
     return results
 
 
-def _ident_key(ident: Identifier) -> tuple[str, str]:
+def _update_set(
+    session: Session, ws: WorkspaceContext, requests: Sequence[tuple[_IdentifyRequest, int, int]]
+) -> None:
+    """Apply plain identify calls to existing people, one call per person (checked against suppressions
+    already): one SELECT of the people, their UPDATEs in one executemany, one INSERT of the activities,
+    one real-time evaluation per set of changed keys."""
+    ids = [person_id for _, _, person_id in requests]
+    people = {person.id: person for person in session.scalars(select(Person).where(Person.id.in_(ids)))}
+    changed: list[tuple[Person, dict[str, dict[str, Any]], int]] = []
+    for request, now, person_id in requests:
+        person = people[person_id]
+        changes = _apply_identify(person, request, ws, now=now, anonymous_traits={})
+        if "unsubscribed" in changes or "cio_subscription_preferences" in changes:
+            _report_subscription(session, ws.workspace_id, person, changes, now=now)
+        if changes:
+            changed.append((person, changes, now))
+    if not changed:
+        return
+    session.flush()
+    activity.record_many(
+        session,
+        ws.workspace_id,
+        [
+            (person.id, "attribute_change", now, {"created": False, "changes": changes})
+            for person, changes, now in changed
+        ],
+    )
+    touched: dict[tuple[str, ...], list[int]] = {}
+    for person, changes, now in changed:
+        signals.note(session, signals.AttributesChanged(ws.workspace_id, person.id, changes, False), now=now)
+        touched.setdefault(tuple(_changed_keys(changes, False)), []).append(person.id)
+    latest = max(now for _, now, _ in requests)
+    for keys, person_ids in touched.items():
+        realtime.touched(session, ws.workspace_id, person_ids, keys, now=latest)
+
+
+def create_named_all(
+    session: Session, ws: WorkspaceContext, named: Sequence[tuple[Identifier, int]]
+) -> list[Person]:
+    """People named (by id or email, with the instant) for the first time by calls that set nothing on
+    them, such as events: created as a set. They must name nobody yet, no two the same person, and have
+    been checked against suppressions."""
+    requests = []
+    for ident, now in named:
+        check_identifier(ident.value, ws.settings.limits, field_name="identifier")
+        request = _read_identify(
+            ws,
+            ident,
+            {},
+            timestamp=None,
+            relationships=None,
+            relationship_action="add_relationships",
+            update_only=False,
+        )
+        requests.append((request, now))
+    return _create_set(session, ws, requests)
+
+
+def _create_set(
+    session: Session, ws: WorkspaceContext, requests: Sequence[tuple[_IdentifyRequest, int]]
+) -> list[Person]:
+    """Create the people of plain creations (checked against suppressions already) in a constant number
+    of statements: one INSERT of the people, one of their activities, one real-time evaluation per set
+    of changed keys."""
+    created: list[tuple[Person, dict[str, dict[str, Any]], int]] = []
+    for request, now in requests:
+        person = _new_person(ws, request, now=now)
+        changes = _apply_identify(person, request, ws, now=now, anonymous_traits={})
+        session.add(person)
+        created.append((person, changes, now))
+    session.flush()  # one INSERT … RETURNING for all of them
+    activity.record_many(
+        session,
+        ws.workspace_id,
+        [
+            (person.id, "attribute_change", now, {"created": True, "changes": changes})
+            for person, changes, now in created
+        ],
+    )
+    touched: dict[tuple[str, ...], list[int]] = {}
+    for person, changes, now in created:
+        signals.note(session, signals.AttributesChanged(ws.workspace_id, person.id, changes, True), now=now)
+        touched.setdefault(tuple(_changed_keys(changes, True)), []).append(person.id)
+    latest = max(now for _, now in requests)
+    for keys, person_ids in touched.items():
+        realtime.touched(session, ws.workspace_id, person_ids, keys, now=latest)
+    return [person for person, _, _ in created]
+
+
+def ident_key(ident: Identifier) -> tuple[str, str]:
+    """Identifiers with equal keys name the same person."""
     return ident.type, suppression_value(ident)
 
 
@@ -578,7 +673,7 @@ def ensure_person_id(session: Session, ws: WorkspaceContext, ident: Identifier, 
     refuse_suppressed(session, ws.workspace_id, [ident])
     if ident.type == "cio_id":
         return None
-    return _create_named(session, ws, ident, now=now).id
+    return create_named_all(session, ws, [(ident, now)])[0].id
 
 
 def ensure_person(session: Session, ws: WorkspaceContext, ident: Identifier, *, now: int) -> Person | None:
@@ -589,29 +684,7 @@ def ensure_person(session: Session, ws: WorkspaceContext, ident: Identifier, *, 
     refuse_suppressed(session, ws.workspace_id, [ident])
     if ident.type == "cio_id":
         return None
-    return _create_named(session, ws, ident, now=now)
-
-
-def _create_named(session: Session, ws: WorkspaceContext, ident: Identifier, *, now: int) -> Person:
-    check_identifier(ident.value, ws.settings.limits, field_name="identifier")
-    person = create_person(
-        session,
-        ws.workspace_id,
-        customer_id=ident.value if ident.type == "id" else None,
-        email=ident.value if ident.type == "email" else None,
-        now=now,
-    )
-    activity.record(
-        session,
-        ws.workspace_id,
-        person.id,
-        "attribute_change",
-        now=now,
-        data={"created": True, "changes": {}},
-    )
-    realtime.touched(session, ws.workspace_id, [person.id], realtime.CREATED_KEYS, now=now)
-    signals.note(session, signals.AttributesChanged(ws.workspace_id, person.id, {}, True), now=now)
-    return person
+    return create_named_all(session, ws, [(ident, now)])[0]
 
 
 def delete_person(session: Session, ws: WorkspaceContext, ident: Identifier) -> bool:
