@@ -1,4 +1,12 @@
-"""Declarative base and column types shared by every table."""
+"""Declarative base and column types shared by every table.
+
+The tables written for every person, event and segment move (people, events, activities, segment
+memberships and timers) keep ``workspace_id`` without a foreign key to ``workspaces``. Workspaces are
+never deleted, and those rows are only written with the workspace of an authenticated request or job, so
+the key checked nothing; on PostgreSQL it cost a lookup and a lock of the one workspace row per row
+written (10,000 memberships: 180 → 120 ms), which every concurrent writer of the workspace then shares.
+Their rows still go with their person or segment, whose own keys cascade.
+"""
 
 from __future__ import annotations
 

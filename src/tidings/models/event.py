@@ -21,7 +21,7 @@ class Event(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    workspace_id: Mapped[int]  # no foreign key (see tidings.models.base)
     # The client's ULID when it sent one (dedup key), else one Tidings made.
     event_id: Mapped[str] = mapped_column(Text())
     person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), default=None)

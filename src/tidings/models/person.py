@@ -22,7 +22,7 @@ class Person(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    workspace_id: Mapped[int]  # no foreign key (see tidings.models.base)
     cio_id: Mapped[str] = mapped_column(Text())
     # The customer's own id (Customer.io's ``id``); NULL for people known only by email.
     customer_id: Mapped[str | None] = mapped_column(Text(), default=None)
@@ -93,7 +93,7 @@ class Activity(Base):
     __table_args__ = (Index("ix_activities_person", "workspace_id", "person_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    workspace_id: Mapped[int]  # no foreign key (see tidings.models.base)
     # NULL once the person is gone (kept for failures about people that never existed).
     person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), default=None)
     activity_id: Mapped[str] = mapped_column(Text())

@@ -38,7 +38,7 @@ class SegmentMembership(Base):
 
     segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), primary_key=True)
-    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    workspace_id: Mapped[int]  # no foreign key (see tidings.models.base)
     added_at: Mapped[int]
     data: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc, default=None)
 
@@ -52,5 +52,5 @@ class SegmentTimer(Base):
 
     segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), primary_key=True)
-    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    workspace_id: Mapped[int]  # no foreign key (see tidings.models.base)
     due_at: Mapped[int]
