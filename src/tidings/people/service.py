@@ -525,24 +525,9 @@ def _update_set(
             _report_subscription(session, ws.workspace_id, person, changes, now=now)
         if changes:
             changed.append((person, changes, now))
-    if not changed:
-        return
-    session.flush()
-    activity.record_many(
-        session,
-        ws.workspace_id,
-        [
-            (person.id, "attribute_change", now, {"created": False, "changes": changes})
-            for person, changes, now in changed
-        ],
-    )
-    touched: dict[tuple[str, ...], list[int]] = {}
-    for person, changes, now in changed:
-        signals.note(session, signals.AttributesChanged(ws.workspace_id, person.id, changes, False), now=now)
-        touched.setdefault(tuple(_changed_keys(changes, False)), []).append(person.id)
-    latest = max(now for _, now, _ in requests)
-    for keys, person_ids in touched.items():
-        realtime.touched(session, ws.workspace_id, person_ids, keys, now=latest)
+    if changed:
+        session.flush()
+        _record_set(session, ws, changed, created=False, latest=max(now for _, now, _ in requests))
 
 
 def create_named_all(
@@ -580,22 +565,36 @@ def _create_set(
         session.add(person)
         created.append((person, changes, now))
     session.flush()  # one INSERT … RETURNING for all of them
+    _record_set(session, ws, created, created=True, latest=max(now for _, now in requests))
+    return [person for person, _, _ in created]
+
+
+def _record_set(
+    session: Session,
+    ws: WorkspaceContext,
+    people: Sequence[tuple[Person, dict[str, dict[str, Any]], int]],
+    *,
+    created: bool,
+    latest: int,
+) -> None:
+    """What follows a set of people created or changed (each with its changes and instant): their
+    activities in one INSERT, their signals, one real-time evaluation per set of changed keys."""
     activity.record_many(
         session,
         ws.workspace_id,
         [
-            (person.id, "attribute_change", now, {"created": True, "changes": changes})
-            for person, changes, now in created
+            (person.id, "attribute_change", now, {"created": created, "changes": changes})
+            for person, changes, now in people
         ],
     )
     touched: dict[tuple[str, ...], list[int]] = {}
-    for person, changes, now in created:
-        signals.note(session, signals.AttributesChanged(ws.workspace_id, person.id, changes, True), now=now)
-        touched.setdefault(tuple(_changed_keys(changes, True)), []).append(person.id)
-    latest = max(now for _, now in requests)
+    for person, changes, now in people:
+        signals.note(
+            session, signals.AttributesChanged(ws.workspace_id, person.id, changes, created), now=now
+        )
+        touched.setdefault(tuple(_changed_keys(changes, created)), []).append(person.id)
     for keys, person_ids in touched.items():
         realtime.touched(session, ws.workspace_id, person_ids, keys, now=latest)
-    return [person for person, _, _ in created]
 
 
 def ident_key(ident: Identifier) -> tuple[str, str]:
