@@ -171,7 +171,10 @@ def track_person_events(session: Session, items: Sequence[PersonEvent]) -> list[
         return recorded
     ws = items[0].ws
     found = find_person_ids(session, ws.workspace_id, (item.ident for item in items))
-    unknown = {people.ident_key(i.ident): (i.ident, i.now) for i in items if i.ident not in found}
+    unknown: dict[tuple[str, str], tuple[Identifier, int]] = {}
+    for item in items:
+        if item.ident not in found:
+            unknown.setdefault(people.ident_key(item.ident), (item.ident, item.now))
     if unknown:
         refuse_suppressed(session, ws.workspace_id, [ident for ident, _ in unknown.values()])
         # An unknown cio_id names nobody and is never created: its events are not recorded.

@@ -98,35 +98,6 @@ def as_unix(value: Any, field: str) -> int | None:
     return value
 
 
-def create_person(
-    session: Session,
-    workspace_id: int,
-    *,
-    customer_id: str | None,
-    email: str | None,
-    now: int,
-    flush: bool = True,
-) -> Person:
-    """A new person. Without ``flush`` the INSERT waits, so that attributes set next go in with it."""
-    person = Person(
-        workspace_id=workspace_id,
-        cio_id=new_cio_id(),
-        customer_id=customer_id,
-        email=email,
-        email_key=email_key(email) if email else None,
-        created_at=now,
-        updated_at=now,
-        unsubscribed=False,
-        attributes={},
-        attribute_timestamps={},
-        subscription_preferences={},
-    )
-    session.add(person)
-    if flush:
-        session.flush()
-    return person
-
-
 @dataclass(frozen=True)
 class _IdentifyRequest:
     """An identify call, checked: what it names and what it sets."""
