@@ -7,8 +7,9 @@ baseline holds the same rows. Then ``tidings serve`` starts on that database, th
     plan eq "pro"  AND  purchase at least 3 times within the last 30 days
 
 is created through the App API, and the build is timed from the POST to the first GET that shows it
-``finished`` (polled every 50 ms; the worker of ``tidings serve`` builds it in steps of 50,000 people). The
-segment's ``customer_count`` must equal the number of ids DuckDB finds with the same query.
+``finished`` (polled every 50 ms; the worker of ``tidings serve`` builds it in steps, see
+``tidings.segments.jobs.STEP_KEYS``). The segment's ``customer_count`` must equal the number of ids DuckDB
+finds with the same query.
 
 Event timestamps lie 1 to 1799 seconds before a whole hour counted back from the generation instant, so a
 30-day window ending anywhere in the 30 minutes after generation holds exactly the same events: the build
@@ -34,7 +35,6 @@ from sqlalchemy.engine import make_url
 
 from bench.load import machine_load
 from bench.server import RunningServer, start_server, stop_server, throwaway_database
-from tidings.config import Settings
 from tidings.db import Database
 from tidings.db.migrate import upgrade
 from tidings.workspaces.service import create_workspace
@@ -60,8 +60,6 @@ EVENTS_CHUNK = 1_000_000
 POLL_SECONDS = 0.05
 BUILD_TIMEOUT_SECONDS = 1800.0
 DUCKDB_REPEATS = 3
-# People per build step (each step one worker job and one transaction).
-BUILD_STEP_PEOPLE: int = Settings.model_fields["segment_build_step"].default
 
 CONDITIONS: dict[str, Any] = {
     "and": [

@@ -17,7 +17,7 @@ import psycopg
 
 from bench.b1 import B1Result
 from bench.b2 import ITEMS_PER_REQUEST, B2Result
-from bench.b3 import BUILD_STEP_PEOPLE, CONDITIONS_TEXT, B3Result
+from bench.b3 import CONDITIONS_TEXT, B3Result
 from bench.b4 import KIND_LABELS, B4Result
 from bench.b6 import LINKS_PER_MESSAGE, TEMPLATE_BYTES, B6Result
 from bench.b9 import (
@@ -30,6 +30,8 @@ from bench.b9 import (
 )
 from bench.load import machine_load, wrk_version
 from bench.server import POSTGRES_ADMIN_URL, postgres_available
+from tidings.config import Settings
+from tidings.segments.jobs import STEP_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTES_MARKER = "<!-- bench:notes — everything below is kept as written; bench.run never rewrites it -->"
@@ -40,6 +42,8 @@ TARGET_B1_RATIO = 0.5
 TARGET_B2_EPS = 50_000
 TARGET_B3_SECONDS = 10.0
 TARGET_B3_RATIO = 5.0
+# The default; the B3 server runs with it.
+PART_KEYS: int = Settings.model_fields["segment_build_part"].default
 TARGET_B4_ADDED_P99_MS = 10.0
 TARGET_B6_RENDERS = 20_000
 TARGET_B6_MESSAGES = 2_000
@@ -221,7 +225,9 @@ def render_b3(results: Iterable[B3Result], env: Environment, skipped: Mapping[st
             "with SQL (`generate_series` / a recursive CTE; secondary indexes dropped during the load and "
             "created again; PostgreSQL then `VACUUM ANALYZE`, SQLite not analysed). Build = `POST "
             "/v1/segments` → first `GET /v1/segments/{id}` showing `finished` (polled every 50 ms), done by "
-            f"the worker of `tidings serve` in steps of {BUILD_STEP_PEOPLE:,} people; median of "
+            "the worker of `tidings serve` in steps of "
+            + " and ".join(f"{keys:,} people on {name}" for name, keys in STEP_KEYS.items())
+            + f" (each matched in parts of at most {PART_KEYS:,} keys, two at a time); median of "
             f"{len(first.builds)} builds, each a new segment with the same conditions. Baseline: DuckDB "
             f"{first.duckdb.version} ({first.duckdb.threads} threads, in memory, the same rows generated "
             "with `range()` from the same formulas), the same query with `json_extract_string` and a "

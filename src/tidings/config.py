@@ -37,8 +37,11 @@ class Settings(BaseSettings):
     # Maintenance: how long anonymous events wait to be linked, and how long Pipelines messageIds dedup.
     anonymous_event_retention_days: int = 30
     pipelines_dedup_days: int = 7
-    # People keys a segment build evaluates per step (one short transaction each).
-    segment_build_step: int = 50_000
+    # People keys a segment build evaluates per step (one short transaction each); unset, it depends on
+    # the database (tidings.segments.jobs.STEP_KEYS).
+    segment_build_step: int | None = None
+    # People keys per part of a step: the worker matches two parts at a time (tidings.segments.realtime).
+    segment_build_part: int = 25_000
     # FastAPI's OpenTelemetry spans, metrics and logs for every request. Off by default: with no provider
     # configured it still costs a provider lookup per request (measured ~8% of the HTTP thread in B1).
     opentelemetry: bool = False

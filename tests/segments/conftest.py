@@ -22,11 +22,12 @@ from tests.harness import Api, Server
 DAY = 86400
 DEADLINE_SECONDS = 15.0
 # Builds step through 25 people keys at a time, so every build here runs in several steps, with real-time
-# writes landing between them.
+# writes landing between them, and match each step in parts of 5 keys.
 SERVER_ENV = {
     "TIDINGS_CLOCK_CONTROL": "true",
     "TIDINGS_WORKER_POLL_SECONDS": "0.1",
     "TIDINGS_SEGMENT_BUILD_STEP": "25",
+    "TIDINGS_SEGMENT_BUILD_PART": "5",
 }
 
 Json = dict[str, Any]

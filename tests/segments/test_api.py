@@ -3,8 +3,11 @@ membership reads, what uses a segment, bad input and workspace isolation."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.harness import Api
 from tests.segments.conftest import (
+    Json,
     app_error,
     attribute,
     create_segment,
@@ -17,6 +20,8 @@ from tests.segments.conftest import (
     segment_activities,
     segment_moves,
     segments_of,
+    server_now,
+    track,
     wait_built,
 )
 
@@ -357,3 +362,49 @@ def test_real_time_writes_during_a_build_leave_it_exact(api: Api) -> None:
     identify(api, "p1", plan="pro")
     identify(api, "p0", plan="team")
     assert members(api, segment_id) == search(api, PRO)
+
+
+def purchases(count: Json, **extra: Any) -> Json:
+    return {"event": {"name": "purchase", "count": count, **extra}}
+
+
+def test_a_build_counts_events_as_a_search_does(api: Api) -> None:
+    """A build counts a part of the people range's events of one name at once, grouped by person (with
+    steps of 25 keys in parts of 5 here, the worker's helper connection matches parts while the step's
+    own transaction matches and writes others); a search probes person by person. Every count operator,
+    a window, a property filter, the inverse and a combination with an attribute agree."""
+    now = server_now(api)
+    for index in range(40):
+        person = f"c{index}"
+        identify(api, person, plan="pro" if index % 2 else "free")
+        # 0 to 4 purchases, 1, 21, 41 and 61 hours ago: the fourth lies outside a two-day window.
+        for number in range(index % 5):
+            stamp = now - (1 + 20 * number) * 3600
+            track(api, person, "purchase", timestamp=stamp, data={"price": 10 * number})
+        if index % 3 == 0:
+            track(api, person, "refund", timestamp=now - 3600)
+    # (condition, how many of the 40 match: 8 people have each number of purchases, half of them pro)
+    expected_sizes = [
+        (purchases({"operator": "at_least", "value": 3}), 16),
+        (purchases({"operator": "at_most", "value": 1}), 16),
+        (purchases({"operator": "exactly", "value": 2}), 8),
+        (purchases({"operator": "exactly", "value": 0}), 8),
+        (purchases({"operator": "at_least", "value": 2}, within={"days": 1}), 24),
+        (purchases({"operator": "at_least", "value": 1}, within={"days": 1}, inverse=True), 8),
+        (
+            purchases(
+                {"operator": "at_least", "value": 2},
+                filters=[{"field": "price", "operator": "gt", "value": 5}],
+            ),
+            16,
+        ),
+        ({"and": [PRO, purchases({"operator": "at_most", "value": 2}, within={"days": 2})]}, 12),
+    ]
+    built = [
+        (create_segment(api, f"counts {index}", condition), condition, size)
+        for index, (condition, size) in enumerate(expected_sizes)
+    ]
+    for segment_id, condition, size in built:
+        found = members(api, segment_id)
+        assert found == search(api, condition), condition
+        assert len(found) == size, condition

@@ -189,6 +189,10 @@ class Context:
     # statement then serves every instant, so callers can build it once and keep it: building a
     # condition's SQL costs far more than running it for a few people.
     live: bool = False
+    # Bulk build: the statement judges the people whose keys lie between these two bind parameters
+    # (their names). An event count then reads the range's events of that name once, grouped by
+    # person, instead of probing the index person by person (see _Compiler.event).
+    people_range: tuple[str, str] | None = None
 
 
 # Live time parameters: the name says how the value follows from now (seconds; days as a tag).
@@ -713,11 +717,11 @@ class _Compiler:
     # -- events --
 
     def event_where(self, node: EventCondition) -> list[ColumnElement[bool]]:
-        where = [
-            Event.person_id == Person.id,
-            Event.workspace_id == self.ctx.workspace_id,
-            Event.type == node.type,
-        ]
+        return [Event.person_id == Person.id, *self.event_filters(node)]
+
+    def event_filters(self, node: EventCondition) -> list[ColumnElement[bool]]:
+        """The condition's test of an event row, whoever it belongs to."""
+        where = [Event.workspace_id == self.ctx.workspace_id, Event.type == node.type]
         if node.name is not None:
             where.append(_name_test(Event.name, node.name))
         where.extend(
@@ -736,22 +740,26 @@ class _Compiler:
             else:
                 test = and_(stamp >= since, stamp <= self.current())
             return select(func.coalesce(test, false())).where(*where).scalar_subquery()
-        if node.within_days is not None:
-            where.append(Event.timestamp >= self.since(node.within_days))
+        window = [] if node.within_days is None else [Event.timestamp >= self.since(node.within_days)]
         # A constant, not a column: nothing of the row is needed, only whether it is there.
-        rows = select(_const("1", Integer())).select_from(Event).where(*where)
-        count = node.count
-        # "At least n" is "the n-th row exists": a bounded index range scan instead of a full count.
-        if node.count_operator == "at_least":
-            if count == 0:
-                return true()
-            return _nth_exists(rows, count)
-        if node.count_operator == "at_most":
-            return not_(_nth_exists(rows, count + 1))
-        if node.count_operator == "exactly":
-            absent = not_(_nth_exists(rows, count + 1))
-            return absent if count == 0 else and_(_nth_exists(rows, count), absent)
-        raise ValueError(f"unknown count operator {node.count_operator!r}")
+        rows = select(_const("1", Integer())).select_from(Event).where(*where, *window)
+        count, operator = node.count, node.count_operator
+        if operator == "at_least" and count == 0:
+            return true()
+        if self.ctx.people_range is None or node.name is None or node.name.operator != "eq":
+            # "At least n" is "the n-th row exists": a bounded index range scan, not a full count.
+            return _count_test(operator, count, lambda n: _nth_exists(rows, n))
+        # A build step: one walk of the range's events of this name along the name-first index, counted
+        # per person, instead of a probe per person (B3: 1M people, 25 → 15 ms a 25,000-key part on
+        # PostgreSQL; SQLite's build 0.6 → 0.45 s).
+        low, high = (bindparam(name, type_=BigInteger()) for name in self.ctx.people_range)
+        in_range = [*self.event_filters(node), *window, Event.person_id.between(low, high)]
+
+        def having(n: int) -> ColumnElement[bool]:
+            counted = select(Event.person_id).where(*in_range).group_by(Event.person_id)
+            return Person.id.in_(counted.having(func.count() >= n))
+
+        return _count_test(operator, count, having)
 
     # -- objects and messages --
 
@@ -945,6 +953,20 @@ def _timed(node: Condition) -> bool:
 
 def _inverse(expression: ColumnElement[bool], inverse: bool) -> ColumnElement[bool]:
     return not_(expression) if inverse else expression
+
+
+def _count_test(
+    operator: str, count: int, at_least: Callable[[int], ColumnElement[bool]]
+) -> ColumnElement[bool]:
+    """A count condition from ``at_least(n)``, the test that a person has at least n >= 1 such rows."""
+    if operator == "at_least":
+        return at_least(count)
+    if operator == "at_most":
+        return not_(at_least(count + 1))
+    if operator == "exactly":
+        absent = not_(at_least(count + 1))
+        return absent if count == 0 else and_(at_least(count), absent)
+    raise ValueError(f"unknown count operator {operator!r}")
 
 
 def _nth_exists(rows: Any, n: int) -> ColumnElement[bool]:

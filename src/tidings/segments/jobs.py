@@ -23,8 +23,11 @@ from tidings.segments.conditions import dependencies, parse
 from tidings.worker import queue
 
 BUILD_JOB = "segments.build"
-# People keys per build step (settings.segment_build_step, 50,000 by default): big enough that the
-# per-step overhead vanishes, small enough that a step is a short transaction.
+# People keys per build step unless settings.segment_build_step says otherwise: big enough that the
+# per-step overhead vanishes, small enough that a step is a short transaction. On SQLite a step holds the
+# database's one write lock, so ingestion waits for it; on PostgreSQL only real-time updates of the same
+# segment wait, and longer steps pay the per-step work less often (B3, 1M people: 1.0 → 0.75 s).
+STEP_KEYS = {"sqlite": 50_000, "postgresql": 250_000}
 TIMERS_PER_PASS = 5_000
 
 
@@ -50,14 +53,22 @@ def build_step(session: Session, payload: dict[str, Any], now: float, settings: 
         payload = {**payload, "first": first_id or 1, "last": last_id or 0}
         after = max(after, (first_id or 1) - 1)
     last, first = int(payload["last"]), int(payload["first"])
-    low, high = after + 1, after + max(1, settings.segment_build_step)
+    step = settings.segment_build_step or STEP_KEYS[session.get_bind().dialect.name]
+    low, high = after + 1, after + max(1, step)
     if low > last:
         segment.state, segment.progress = "finished", None
         return
     condition = parse(segment.conditions)
     definition = realtime.Definition(segment.id, segment.generation, condition, dependencies(condition))
     moved = realtime.evaluate_range(
-        session, workspace_id, definition, low, high, now=int(now), emit=bool(payload.get("emit"))
+        session,
+        workspace_id,
+        definition,
+        low,
+        high,
+        now=int(now),
+        emit=bool(payload.get("emit")),
+        part_keys=settings.segment_build_part,
     )
     if moved:
         # Segments using this one follow, as they would after a real-time change.

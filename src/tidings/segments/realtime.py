@@ -27,14 +27,16 @@ from __future__ import annotations
 import functools
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Connection,
     Insert,
     Integer,
     Select,
@@ -51,6 +53,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
@@ -696,10 +699,15 @@ class _RangePlan:
     times: Callable[[int], dict[str, Any]]
 
 
+# The bind parameters holding a build step's range of people keys.
+_RANGE = ("range_low", "range_high")
+
+
 @functools.lru_cache(maxsize=64)
 def _range_plan(condition: Condition, workspace_id: int, segment_id: int, timed: bool) -> _RangePlan:
-    ctx = compiler.Context(workspace_id=workspace_id, now=0, live=True)
-    in_range = Person.id.between(bindparam("range_low"), bindparam("range_high"))
+    ctx = compiler.Context(workspace_id=workspace_id, now=0, live=True, people_range=_RANGE)
+    range_low, range_high = (bindparam(name, type_=BigInteger()) for name in _RANGE)
+    in_range = Person.id.between(range_low, range_high)
     due = compiler.next_change(condition, ctx) if timed else None
     with_match = due is not None and compiler.members_only(condition)
     next_due: ColumnElement[Any] = due if due is not None and with_match else null()
@@ -728,49 +736,117 @@ def _range_plan(condition: Condition, workspace_id: int, segment_id: int, timed:
     return _RangePlan(match, timers, with_match, times)
 
 
-# A build step's range is matched in this many parts at once, each on a connection of its own (a statement
-# runs on one core; the match is most of a step). Measured on two cores over B3's 1M people: PostgreSQL
-# 1.08 → 0.63 s, SQLite 0.46 → 0.34 s.
-PARALLEL_PARTS = 2
-# Its threads start at the first build step.
-_PARTS = ThreadPoolExecutor(PARALLEL_PARTS - 1, thread_name_prefix="tidings-build")
+# A build step's range is matched in parts (settings.segment_build_part keys at most). This transaction
+# matches parts and writes each part's memberships as soon as it has its match, while another connection
+# matches further parts (a statement runs on one core): both cores work through the whole step, the writes
+# included. The helper's thread starts at the first build step.
+_HELPER = ThreadPoolExecutor(1, thread_name_prefix="tidings-build")
+# A part's bounds and the (person, next change) rows it matched.
+_Matched = tuple[int, int, list[Any]]
 
 
-def _match_range(
-    session: Session, plan: _RangePlan, parameters: dict[str, Any], low: int, high: int
-) -> list[Any]:
-    """The match of [low, high]: its first part in this transaction, the others at the same time on
-    other connections, outside it. They read what this transaction would. On PostgreSQL the step holds
-    the segment's lock already, so every real-time evaluation of it either committed before (each part,
-    starting after, sees it) or waits for this step's commit, as for a statement of this transaction
-    (READ COMMITTED). On SQLite this transaction holds the write lock and has written nothing yet: a
-    reader sees the last commit, as it does."""
-    if high - low < PARALLEL_PARTS or session.new or session.dirty or session.deleted:
-        return list(session.execute(plan.match, parameters).all())
-    size = (high - low + PARALLEL_PARTS) // PARALLEL_PARTS
-    bounds = [(start, min(high, start + size - 1)) for start in range(low, high + 1, size)]
+def _one_process(connection: Connection) -> None:
+    """PostgreSQL: no parallel workers for the rest of the transaction. The parts already keep the cores
+    busy, and a parallel plan of a large range ran its per-person count in every worker (each repeating
+    the whole range's scan): three times the work for the same answer."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+
+
+def _split(low: int, high: int, part_keys: int) -> list[tuple[int, int]]:
+    count = max(2, -(-(high - low + 1) // max(1, part_keys))) if high > low else 1
+    size = -(-(high - low + 1) // count)
+    return [(start, min(high, start + size - 1)) for start in range(low, high + 1, size)]
+
+
+def _matched_parts(
+    session: Session, plan: _RangePlan, times: dict[str, Any], low: int, high: int, part_keys: int
+) -> Generator[_Matched, None, None]:
+    """The parts of [low, high] with their matches, each as soon as it is known. This transaction
+    matches parts from the start of the range, the helper from its end, outside it. They read what this
+    transaction would. On PostgreSQL the step holds the segment's lock already, so every real-time
+    evaluation of it either committed before (each part, starting after, sees it) or waits for this
+    step's commit, as for a statement of this transaction (READ COMMITTED). On SQLite this transaction
+    holds the write lock, and what it writes between parts (this segment's memberships and timers) is
+    nothing the match reads: a reader sees the last commit, as the transaction does."""
+
+    def matched(connection: Connection | Session, bound: tuple[int, int]) -> _Matched:
+        values = {**times, "range_low": bound[0], "range_high": bound[1]}
+        return (*bound, list(connection.execute(plan.match, values).all()))
+
+    _one_process(session.connection())
+    parts = _split(low, high, part_keys)
+    if len(parts) == 1 or session.new or session.dirty or session.deleted:
+        # Pending ORM changes would be flushed into this transaction, unseen by another connection.
+        for bound in parts:
+            yield matched(session, bound)
+        return
     engine = read_engine_of(session)
 
-    def part(bound: tuple[int, int]) -> list[Any]:
+    def elsewhere(bound: tuple[int, int]) -> _Matched:
         with engine.connect() as connection:
-            values = {**parameters, "range_low": bound[0], "range_high": bound[1]}
-            return list(connection.execute(plan.match, values).all())
+            _one_process(connection)
+            return matched(connection, bound)
 
-    others = [_PARTS.submit(part, bound) for bound in bounds[1:]]
-    first = {**parameters, "range_low": bounds[0][0], "range_high": bounds[0][1]}
-    found = list(session.execute(plan.match, first))
-    for other in others:
-        found.extend(other.result())
-    return found
+    # The helper takes them from the end of the range; the first is this transaction's.
+    queued = {bound: _HELPER.submit(elsewhere, bound) for bound in reversed(parts[1:])}
+    try:
+        yield matched(session, parts[0])
+        while queued:
+            ready = [bound for bound, future in queued.items() if future.done()]
+            for bound in ready:
+                yield queued.pop(bound).result()
+            if ready or not queued:
+                continue
+            # None ready: take over the part nearest the start that no helper has begun, or else wait.
+            stolen = next((bound for bound in sorted(queued) if queued[bound].cancel()), None)
+            if stolen is not None:
+                del queued[stolen]
+                yield matched(session, stolen)
+            else:
+                wait(queued.values(), return_when=FIRST_COMPLETED)
+    finally:
+        for future in queued.values():
+            future.cancel()
+        wait(queued.values())
 
 
 def evaluate_range(
-    session: Session, workspace_id: int, definition: Definition, low: int, high: int, *, now: int, emit: bool
+    session: Session,
+    workspace_id: int,
+    definition: Definition,
+    low: int,
+    high: int,
+    *,
+    now: int,
+    emit: bool,
+    part_keys: int,
 ) -> set[int]:
     """Bulk build: bring the membership of the people whose key lies in [low, high] up to date."""
     plan = _range_plan(definition.condition, workspace_id, definition.id, definition.deps.timed)
-    parameters = {**plan.times(now), "range_low": low, "range_high": high}
-    found = _match_range(session, plan, parameters, low, high)
+    times = plan.times(now)
+    changed: set[int] = set()
+    with closing(_matched_parts(session, plan, times, low, high, part_keys)) as parts:
+        for part_low, part_high, found in parts:
+            changed |= _apply_range(
+                session, workspace_id, definition, plan, part_low, part_high, found, now=now, emit=emit
+            )
+    return changed
+
+
+def _apply_range(
+    session: Session,
+    workspace_id: int,
+    definition: Definition,
+    plan: _RangePlan,
+    low: int,
+    high: int,
+    found: list[Any],
+    *,
+    now: int,
+    emit: bool,
+) -> set[int]:
+    """Write what the match of [low, high] found: memberships, their moves and the timers."""
     matching = {person_id for person_id, _ in found}
     before = set(
         session.execute(
@@ -798,7 +874,7 @@ def evaluate_range(
                 ],
             )
         elif plan.timers is not None:
-            session.execute(plan.timers, parameters)
+            session.execute(plan.timers, {**plan.times(now), "range_low": low, "range_high": high})
     return changed
 
 
