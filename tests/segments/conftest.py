@@ -197,6 +197,19 @@ def due_timers(api: Api, now: int) -> int:
     return count
 
 
+def orphan_rows(api: Api) -> int:
+    """Memberships and timers of this workspace whose person no longer exists."""
+    count = 0
+    for table in ("segment_memberships", "segment_timers"):
+        rows = api.server.sql(
+            f"SELECT count(*) FROM {table} WHERE workspace_id = :w "
+            "AND NOT EXISTS (SELECT 1 FROM people WHERE people.id = person_id)",
+            w=api.creds.workspace_id,
+        )
+        count += rows[0][0]
+    return count
+
+
 def wait_for_timers(api: Api) -> None:
     """Poll until the worker has run every timer of this workspace due at the server's current time."""
     wait_until(lambda: due_timers(api, server_now(api)) == 0, "the worker to run the due segment timers")

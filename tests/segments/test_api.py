@@ -16,6 +16,7 @@ from tests.segments.conftest import (
     members,
     membership_page,
     ok,
+    orphan_rows,
     search,
     segment_activities,
     segment_moves,
@@ -362,6 +363,27 @@ def test_real_time_writes_during_a_build_leave_it_exact(api: Api) -> None:
     identify(api, "p1", plan="pro")
     identify(api, "p0", plan="team")
     assert members(api, segment_id) == search(api, PRO)
+
+
+def test_people_deleted_during_a_build_leave_nothing_behind(api: Api) -> None:
+    """Deletes land between and during the steps of a build (whose parts are matched outside the step's
+    transaction): when it finishes, no membership or timer names a deleted person, and the count is the
+    members'."""
+    recent = {"and": [PRO, {"event": {"name": "purchase", "within": {"days": 3}}}]}
+    for index in range(150):
+        identify(api, f"d{index}", plan="pro")
+        track(api, f"d{index}", "purchase")
+    segment_id = create_segment(api, "pros buying while deleting", recent, wait=False)
+    deleted = 0
+    while get_segment(api, segment_id)["state"] != "finished" or deleted < 30:
+        ok(api.track.delete(f"/api/v1/customers/d{(deleted * 7) % 150}"))
+        deleted += 1
+        if deleted > 150:
+            raise AssertionError("the build did not finish")
+    found = members(api, segment_id)
+    assert found == search(api, recent)
+    assert ok(api.app.get(f"/v1/segments/{segment_id}/customer_count")) == {"count": len(found)}
+    assert orphan_rows(api) == 0
 
 
 def purchases(count: Json, **extra: Any) -> Json:

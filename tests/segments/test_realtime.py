@@ -16,6 +16,7 @@ from tests.segments.conftest import (
     identify,
     members,
     ok,
+    orphan_rows,
     segment_activities,
     segment_moves,
     segments_of,
@@ -237,12 +238,20 @@ def test_relationships_and_object_attribute_changes(api: Api) -> None:
 
 def test_deleting_a_person_takes_them_out(api: Api) -> None:
     segment_id = create_segment(api, "Pros", PRO)
+    recent = create_segment(api, "Bought lately", {"event": {"name": "purchase", "within": {"days": 3}}})
+    picked = create_segment(api, "Hand-picked")
     identify(api, "gone", plan="pro")
     identify(api, "kept", plan="pro")
-    assert members(api, segment_id) == {"gone", "kept"}
+    for person in ("gone", "kept"):
+        track(api, person, "purchase")
+    ok(api.track.post(f"/api/v1/segments/{picked}/add_customers", json={"ids": ["gone", "kept"]}))
+    assert members(api, segment_id) == members(api, recent) == members(api, picked) == {"gone", "kept"}
     ok(api.track.delete("/api/v1/customers/gone"))
-    assert members(api, segment_id) == {"kept"}
-    assert ok(api.app.get(f"/v1/segments/{segment_id}/customer_count")) == {"count": 1}
+    assert members(api, segment_id) == members(api, recent) == members(api, picked) == {"kept"}
+    for each in (segment_id, recent, picked):
+        assert ok(api.app.get(f"/v1/segments/{each}/customer_count")) == {"count": 1}
+    # Their memberships and their window timer went with them.
+    assert orphan_rows(api) == 0
     # Their activity log went with them; the other member's entry stays.
     assert segment_moves(api, segment_id) == [("kept", True)]
     # A person with the same id later is a new person, evaluated afresh.
@@ -257,6 +266,7 @@ def test_suppressing_a_person_takes_them_out(api: Api) -> None:
     ok(api.track.post("/api/v1/customers/sup/suppress"))
     assert members(api, segment_id) == set()
     assert segment_moves(api, segment_id) == []
+    assert orphan_rows(api) == 0
 
 
 def test_merge_re_evaluates_the_primary(api: Api) -> None:
@@ -290,6 +300,7 @@ def test_merge_re_evaluates_the_primary(api: Api) -> None:
     # The secondary's log moved to the primary (with its entry into Oslo, made before the merge); the
     # secondary's exit at the merge is not recorded, the primary's entry is.
     assert segment_moves(api, oslo) == [("primary", True), ("primary", True)]
+    assert orphan_rows(api) == 0
 
 
 def test_manual_segment_changes_cascade_into_data_driven_ones(api: Api) -> None:
