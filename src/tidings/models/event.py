@@ -17,9 +17,19 @@ class Event(Base):
         # Segment conditions count a person's events by name and time; type and workspace ride along so
         # those counts are answered from the index alone.
         Index("ix_events_person_name_ts", "person_id", "name", "timestamp", "type", "workspace_id"),
-        # The same by name first: a segment build counts a range of people's events of one name in one
-        # walk of the index (tidings.segments.compiler), where the index above needs a probe a person.
-        Index("ix_events_name_person_ts", "name", "person_id", "timestamp", "type", "workspace_id"),
+        # The same by name first, on PostgreSQL only: a segment build there counts a range of people's
+        # events of one name in one walk of it (tidings.segments.compiler) instead of a probe a person
+        # (B3: 1.5 → 0.8 s). On SQLite the probes are fast enough, and keeping a fifth index cost a fifth
+        # of batch ingestion (B2, 15,300 → 11,800 events/s).
+        Index(
+            "ix_events_name_person_ts",
+            "name",
+            "person_id",
+            "timestamp",
+            "type",
+            "workspace_id",
+            info={"dialect": "postgresql"},
+        ).ddl_if(dialect="postgresql"),
         Index("ix_events_anonymous", "workspace_id", "anonymous_id"),
     )
 
