@@ -829,7 +829,15 @@ def evaluate_range(
     with closing(_matched_parts(session, plan, times, low, high, part_keys)) as parts:
         for part_low, part_high, found in parts:
             changed |= _apply_range(
-                session, workspace_id, definition, plan, part_low, part_high, found, now=now, emit=emit
+                session,
+                workspace_id,
+                definition,
+                plan,
+                times,
+                (part_low, part_high),
+                found,
+                now=now,
+                emit=emit,
             )
     return changed
 
@@ -839,14 +847,15 @@ def _apply_range(
     workspace_id: int,
     definition: Definition,
     plan: _RangePlan,
-    low: int,
-    high: int,
+    times: dict[str, Any],
+    bounds: tuple[int, int],
     found: list[Any],
     *,
     now: int,
     emit: bool,
 ) -> set[int]:
     """Write what the match of [low, high] found: memberships, their moves and the timers."""
+    low, high = bounds
     matching = {person_id for person_id, _ in found}
     before = set(
         session.execute(
@@ -874,7 +883,7 @@ def _apply_range(
                 ],
             )
         elif plan.timers is not None:
-            session.execute(plan.timers, {**plan.times(now), "range_low": low, "range_high": high})
+            session.execute(plan.timers, {**times, "range_low": low, "range_high": high})
     return changed
 
 
