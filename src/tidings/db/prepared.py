@@ -13,17 +13,29 @@ run a few times, as for any statement (unless the connection turned that off).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 from sqlalchemy import BindParameter, Connection, Select
-from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.visitors import iterate
 
-# The psycopg dialect (its bind casts, which let the server type each parameter) with ``$n`` placeholders.
-_DIALECT = PGDialect_psycopg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
+if TYPE_CHECKING:
+    import psycopg
+
+# psycopg and SQLAlchemy's PostgreSQL dialect are imported on first use, not with this module: a server on
+# SQLite never needs them, and importing them is a fifth of a second of its start without a bytecode cache.
+
+
+@functools.cache
+def _dialect() -> Dialect:
+    """The psycopg dialect (its bind casts, which let the server type each parameter) with ``$n``
+    placeholders."""
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg  # noqa: PLC0415
+
+    return PGDialect_psycopg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,8 @@ class Prepared:
 
 def raw_cursor(connection: Connection) -> psycopg.RawCursor[tuple[Any, ...]]:
     """A psycopg cursor taking ``$n`` text, on ``connection``'s driver connection and in its transaction."""
+    import psycopg  # noqa: PLC0415
+
     driver = connection.connection.driver_connection
     assert isinstance(driver, psycopg.Connection)
     return psycopg.RawCursor(driver)
@@ -59,7 +73,7 @@ def prepare(statement: Select[Any]) -> Prepared:
         for element in iterate(statement)
         if isinstance(element, BindParameter) and element.required
     }
-    state = statement.compile(dialect=_DIALECT).construct_expanded_state(live)
+    state = statement.compile(dialect=_dialect()).construct_expanded_state(live)
     constants = {}
     for name, value in state.parameters.items():
         if name in live:
