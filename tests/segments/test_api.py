@@ -405,6 +405,10 @@ def test_a_build_counts_events_as_a_search_does(api: Api) -> None:
             track(api, person, "purchase", timestamp=stamp, data={"price": 10 * number})
         if index % 3 == 0:
             track(api, person, "refund", timestamp=now - 3600)
+        # A rare event, absent from the first parts: on PostgreSQL such a build fetches by key only the
+        # people who have it (tidings.segments.realtime.drives).
+        if index % 6 == 5 and index > 10:
+            track(api, person, "gift", timestamp=now - 3600)
     # (condition, how many of the 40 match: 8 people have each number of purchases, half of them pro)
     expected_sizes = [
         (purchases({"operator": "at_least", "value": 3}), 16),
@@ -421,6 +425,17 @@ def test_a_build_counts_events_as_a_search_does(api: Api) -> None:
             16,
         ),
         ({"and": [PRO, purchases({"operator": "at_most", "value": 2}, within={"days": 2})]}, 12),
+        ({"event": {"name": "gift"}}, 5),
+        (
+            {
+                "and": [
+                    {"event": {"name": "gift", "within": {"days": 1}}},
+                    PRO,
+                    purchases({"operator": "at_least", "value": 2}),
+                ]
+            },
+            3,
+        ),
     ]
     built = [
         (create_segment(api, f"counts {index}", condition), condition, size)

@@ -35,6 +35,7 @@ from tidings.models import (
     SegmentMembership,
 )
 from tidings.segments import conditions as grammar
+from tidings.segments import realtime
 from tidings.segments.compiler import HORIZON, Context, next_change, predicate, time_parameters
 from tidings.segments.conditions import (
     AttributeCondition,
@@ -1242,3 +1243,62 @@ def test_next_change_agrees_with_the_oracle(
         changes = world.next_changes(condition, now) or {}
         for later in sorted({due for due in changes.values() if due is not None and due < HORIZON})[:2]:
             check(world, condition, later)
+
+
+def test_a_build_step_fetching_people_by_their_counted_events_finds_the_same_members(
+    db: Database, database_url: str
+) -> None:
+    """On PostgreSQL a build step whose condition needs n events of one name fetches by key only the
+    people with them when few of the first part's keys have any (realtime.drives); otherwise, and on
+    SQLite, it reads the whole range. Both ways find the members a search finds."""
+    world = World(db)
+    people = []
+    for index in range(60):
+        events = [EventRow("event", "visit", NOW - DAY, {})]
+        if index >= 10 and index % 7 == 0:
+            events += [EventRow("event", "gift", NOW - (n + 1) * DAY, {}) for n in range(1 + index % 3)]
+        plan = "pro" if index % 2 else "free"
+        people.append(person(f"p{index}", attributes={"plan": plan}, events=events))
+    ids = world.add(*people)
+    low, high = min(ids), max(ids)
+    gifted = world.condition(
+        {
+            "and": [
+                attribute("plan", "eq", "pro"),
+                {"event": {"name": "gift", "count": {"operator": "at_least", "value": 2}}},
+            ]
+        }
+    )
+    visited = world.condition({"event": {"name": "visit", "within": {"days": 2}}})
+    on_postgres = database_url.startswith("postgresql")
+    for condition, driven in ((gifted, on_postgres), (visited, False)):
+        definition = realtime.Definition(world.segment_ids[1], 1, condition, dependencies(condition))
+        with db.session() as session:
+            assert (
+                realtime.drives(session, world.workspace_id, definition, low, high, now=NOW, part_keys=10)
+                is driven
+            )
+        expected = world.matching(condition)
+        assert expected
+        for drive in (False, True) if on_postgres else (False,):
+            with db.session() as session:
+                realtime.evaluate_range(
+                    session,
+                    world.workspace_id,
+                    definition,
+                    low,
+                    high,
+                    now=NOW,
+                    emit=False,
+                    part_keys=10,
+                    drive=drive,
+                )
+                found = set(
+                    session.scalars(
+                        select(SegmentMembership.person_id).where(
+                            SegmentMembership.segment_id == definition.id
+                        )
+                    )
+                )
+                session.rollback()
+            assert found == expected, (condition, drive)

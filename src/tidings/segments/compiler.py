@@ -111,6 +111,7 @@ from sqlalchemy import (
     Float,
     Integer,
     Numeric,
+    Select,
     SQLColumnExpression,
     Text,
     and_,
@@ -241,6 +242,27 @@ def next_change(condition: Condition, ctx: Context) -> ColumnElement[int] | None
     if due is None:
         return cast(null(), BigInteger())
     return due
+
+
+def driving_count(condition: Condition, ctx: Context) -> Select[Any] | None:
+    """For a build step (``ctx.people_range`` set; PostgreSQL): when the condition as a whole, or one item
+    of its top-level ``and``, needs at least n >= 1 events of one name (``at least`` or ``exactly`` n, not
+    inverted, no first/last timing), the keys of the range's people with at least n such events, as
+    :meth:`_Compiler.counted` finds them; else None. Everyone matching is among them, so a step may fetch
+    just these people by key instead of reading the whole range (see tidings.segments.realtime)."""
+    items = condition.items if isinstance(condition, And) else (condition,)
+    for item in items:
+        if (
+            isinstance(item, EventCondition)
+            and not item.inverse
+            and item.timing is None
+            and item.name is not None
+            and item.name.operator == "eq"
+            and item.count_operator in ("at_least", "exactly")
+            and item.count >= 1
+        ):
+            return _Compiler(ctx).counted(item, item.count)
+    return None
 
 
 def members_only(condition: Condition) -> bool:
@@ -753,14 +775,18 @@ class _Compiler:
         # A build step on PostgreSQL: one walk of the range's events of this name along the name-first
         # index (PostgreSQL only, see tidings.models.event), counted per person, instead of a probe per
         # person (B3, 1M people: 25 → 15 ms a 25,000-key part).
+        grouped = _count_test(operator, count, lambda n: Person.id.in_(self.counted(node, n)))
+        return _Switch(probed, grouped, Boolean())
+
+    def counted(self, node: EventCondition, n: int) -> Select[Any]:
+        """The keys of the build step's people range (``ctx.people_range``) with at least ``n`` >= 1 of
+        the node's events (name equal, window and filters included), from one walk of the range's
+        events of that name, grouped by person."""
+        assert self.ctx.people_range is not None
         low, high = (bindparam(name, type_=BigInteger()) for name in self.ctx.people_range)
+        window = [] if node.within_days is None else [Event.timestamp >= self.since(node.within_days)]
         in_range = [*self.event_filters(node), *window, Event.person_id.between(low, high)]
-
-        def having(n: int) -> ColumnElement[bool]:
-            counted = select(Event.person_id).where(*in_range).group_by(Event.person_id)
-            return Person.id.in_(counted.having(func.count() >= n))
-
-        return _Switch(probed, _count_test(operator, count, having), Boolean())
+        return select(Event.person_id).where(*in_range).group_by(Event.person_id).having(func.count() >= n)
 
     # -- objects and messages --
 

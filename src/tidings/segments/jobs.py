@@ -60,6 +60,12 @@ def build_step(session: Session, payload: dict[str, Any], now: float, settings: 
         return
     condition = parse(segment.conditions)
     definition = realtime.Definition(segment.id, segment.generation, condition, dependencies(condition))
+    if "drive" not in payload:
+        # Decided once, at the build's first step, and kept by the steps after it.
+        drive = realtime.drives(
+            session, workspace_id, definition, low, high, now=int(now), part_keys=settings.segment_build_part
+        )
+        payload = {**payload, "drive": drive}
     moved = realtime.evaluate_range(
         session,
         workspace_id,
@@ -69,6 +75,7 @@ def build_step(session: Session, payload: dict[str, Any], now: float, settings: 
         now=int(now),
         emit=bool(payload.get("emit")),
         part_keys=settings.segment_build_part,
+        drive=bool(payload["drive"]),
     )
     if moved:
         # Segments using this one follow, as they would after a real-time change.

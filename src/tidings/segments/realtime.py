@@ -30,7 +30,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
@@ -43,6 +43,7 @@ from sqlalchemy import (
     SQLColumnExpression,
     Table,
     and_,
+    any_,
     bindparam,
     column,
     delete,
@@ -691,6 +692,11 @@ class _RangePlan:
 
     # (id, next change or NULL) of the matching people in the range.
     match: Select[Any]
+    # When the condition needs at least n events of one name (compiler.driving_count): the same match
+    # fetching by key only the range's people with n such events, judging the rest of the condition for
+    # them alone; and the statement counting those people. PostgreSQL only.
+    driven: Select[Any] | None
+    drivers: Select[Any] | None
     # Without ``with_match``: the timers of everyone in the range, computed and written by the database.
     timers: Insert | None
     # Only members can be turned by time: their next change comes with the match itself and nobody
@@ -714,6 +720,16 @@ def _range_plan(condition: Condition, workspace_id: int, segment_id: int, timed:
     match = select(Person.id, next_due).where(
         _workspace(workspace_id), in_range, compiler.predicate(condition, ctx)
     )
+    driven = drivers = None
+    counted = compiler.driving_count(condition, ctx)
+    if counted is not None:
+        # The rest of the condition probes person by person (a plain context), for these people only.
+        probing = replace(ctx, people_range=None)
+        keys = Person.id == any_(func.array(counted.scalar_subquery()))
+        driven = select(Person.id, next_due).where(
+            _workspace(workspace_id), in_range, keys, compiler.predicate(condition, probing)
+        )
+        drivers = select(func.count()).select_from(counted.subquery())
     timers = None
     if due is not None and not with_match:
         per_person = (
@@ -728,12 +744,16 @@ def _range_plan(condition: Condition, workspace_id: int, segment_id: int, timed:
                 literal(segment_id), per_person.c.person_id, literal(workspace_id), per_person.c.due_at
             ).where(per_person.c.due_at.is_not(None)),
         )
-    parts = [compiler.time_parameters(statement) for statement in (match, timers) if statement is not None]
+    parts = [
+        compiler.time_parameters(statement)
+        for statement in (match, driven, drivers, timers)
+        if statement is not None
+    ]
 
     def times(now: int) -> dict[str, Any]:
         return {name: value for part in parts for name, value in part(now).items()}
 
-    return _RangePlan(match, timers, with_match, times)
+    return _RangePlan(match, driven, drivers, timers, with_match, times)
 
 
 # A build step's range is matched in parts (settings.segment_build_part keys at most). This transaction
@@ -760,7 +780,7 @@ def _split(low: int, high: int, part_keys: int) -> list[tuple[int, int]]:
 
 
 def _matched_parts(
-    session: Session, plan: _RangePlan, times: dict[str, Any], low: int, high: int, part_keys: int
+    session: Session, match: Select[Any], times: dict[str, Any], low: int, high: int, part_keys: int
 ) -> Generator[_Matched, None, None]:
     """The parts of [low, high] with their matches, each as soon as it is known. This transaction
     matches parts from the start of the range, the helper from its end, outside it. They read what this
@@ -772,7 +792,7 @@ def _matched_parts(
 
     def matched(connection: Connection | Session, bound: tuple[int, int]) -> _Matched:
         values = {**times, "range_low": bound[0], "range_high": bound[1]}
-        return (*bound, list(connection.execute(plan.match, values).all()))
+        return (*bound, list(connection.execute(match, values).all()))
 
     _one_process(session.connection())
     parts = _split(low, high, part_keys)
@@ -821,12 +841,15 @@ def evaluate_range(
     now: int,
     emit: bool,
     part_keys: int,
+    drive: bool = False,
 ) -> set[int]:
-    """Bulk build: bring the membership of the people whose key lies in [low, high] up to date."""
+    """Bulk build: bring the membership of the people whose key lies in [low, high] up to date; with
+    ``drive`` (see :func:`drives`), fetching only the people with the condition's counted events."""
     plan = _range_plan(definition.condition, workspace_id, definition.id, definition.deps.timed)
     times = plan.times(now)
+    match = plan.driven if drive and plan.driven is not None else plan.match
     changed: set[int] = set()
-    with closing(_matched_parts(session, plan, times, low, high, part_keys)) as parts:
+    with closing(_matched_parts(session, match, times, low, high, part_keys)) as parts:
         for part_low, part_high, found in parts:
             changed |= _apply_range(
                 session,
@@ -840,6 +863,37 @@ def evaluate_range(
                 emit=emit,
             )
     return changed
+
+
+# A build fetches its people by key from the counted events (plan.driven) when at most this share of the
+# first part's keys has them. Fetching a person by key costs about five times reading them along the range
+# (B3's data on PostgreSQL, a 25,000-key part: 3 % of keys with three purchases, 17 → 12 ms a part; 86 %
+# with one, 46 → 60 ms), and the events are counted once either way.
+DRIVE_SHARE = 0.1
+
+
+def drives(
+    session: Session,
+    workspace_id: int,
+    definition: Definition,
+    low: int,
+    high: int,
+    *,
+    now: int,
+    part_keys: int,
+) -> bool:
+    """Whether a build of the range [low, high] should fetch only the people with the condition's counted
+    events: PostgreSQL, a condition with such a count, and few enough of them in the range's first part.
+    Only the speed depends on the answer, never the membership."""
+    if session.get_bind().dialect.name != "postgresql":
+        return False
+    plan = _range_plan(definition.condition, workspace_id, definition.id, definition.deps.timed)
+    if plan.drivers is None:
+        return False
+    first_low, first_high = _split(low, high, part_keys)[0]
+    values = {**plan.times(now), "range_low": first_low, "range_high": first_high}
+    found = session.execute(plan.drivers, values).scalar_one()
+    return bool(found <= DRIVE_SHARE * (first_high - first_low + 1))
 
 
 def _apply_range(
