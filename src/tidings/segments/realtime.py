@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -781,8 +782,10 @@ def _split(low: int, high: int, part_keys: int) -> list[tuple[int, int]]:
 
 def _matched_parts(
     session: Session, match: Select[Any], times: dict[str, Any], low: int, high: int, part_keys: int
-) -> Generator[_Matched, None, None]:
-    """The parts of [low, high] with their matches, each as soon as it is known. This transaction
+) -> Generator[list[_Matched], None, None]:
+    """The parts of [low, high] with their matches, as soon as they are known: in batches of the parts
+    matched by the time the previous batch is written, so the writes take fewer, larger statements. This
+    transaction
     matches parts from the start of the range, the helper from its end, outside it. They read what this
     transaction would. On PostgreSQL the step holds the segment's lock already, so every real-time
     evaluation of it either committed before (each part, starting after, sees it) or waits for this
@@ -799,7 +802,7 @@ def _matched_parts(
     if len(parts) == 1 or session.new or session.dirty or session.deleted:
         # Pending ORM changes would be flushed into this transaction, unseen by another connection.
         for bound in parts:
-            yield matched(session, bound)
+            yield [matched(session, bound)]
         return
     engine = read_engine_of(session)
 
@@ -811,18 +814,19 @@ def _matched_parts(
     # The helper takes them from the end of the range; the first is this transaction's.
     queued = {bound: _HELPER.submit(elsewhere, bound) for bound in reversed(parts[1:])}
     try:
-        yield matched(session, parts[0])
-        while queued:
+        batch = [matched(session, parts[0])]
+        while batch or queued:
             ready = [bound for bound, future in queued.items() if future.done()]
-            for bound in ready:
-                yield queued.pop(bound).result()
-            if ready or not queued:
+            batch.extend(queued.pop(bound).result() for bound in ready)
+            if batch:
+                yield batch
+                batch = []
                 continue
             # None ready: take over the part nearest the start that no helper has begun, or else wait.
             stolen = next((bound for bound in sorted(queued) if queued[bound].cancel()), None)
             if stolen is not None:
                 del queued[stolen]
-                yield matched(session, stolen)
+                batch = [matched(session, stolen)]
             else:
                 wait(queued.values(), return_when=FIRST_COMPLETED)
     finally:
@@ -848,19 +852,28 @@ def evaluate_range(
     plan = _range_plan(definition.condition, workspace_id, definition.id, definition.deps.timed)
     times = plan.times(now)
     match = plan.driven if drive and plan.driven is not None else plan.match
+    # The step holds the segment's lock (the database's write lock on SQLite): nobody else changes this
+    # segment's memberships or timers in the range until it commits, so they are read, and the timers
+    # dropped, once for the whole range; each batch of parts then writes its own.
+    before = sorted(
+        session.execute(
+            select(SegmentMembership.person_id).where(
+                SegmentMembership.segment_id == definition.id,
+                SegmentMembership.person_id.between(low, high),
+            )
+        ).scalars()
+    )
+    if definition.deps.timed:
+        session.execute(
+            delete(SegmentTimer).where(
+                SegmentTimer.segment_id == definition.id, SegmentTimer.person_id.between(low, high)
+            )
+        )
     changed: set[int] = set()
-    with closing(_matched_parts(session, match, times, low, high, part_keys)) as parts:
-        for part_low, part_high, found in parts:
+    with closing(_matched_parts(session, match, times, low, high, part_keys)) as batches:
+        for batch in batches:
             changed |= _apply_range(
-                session,
-                workspace_id,
-                definition,
-                plan,
-                times,
-                (part_low, part_high),
-                found,
-                now=now,
-                emit=emit,
+                session, workspace_id, definition, plan, times, batch, before, now=now, emit=emit
             )
     return changed
 
@@ -902,42 +915,37 @@ def _apply_range(
     definition: Definition,
     plan: _RangePlan,
     times: dict[str, Any],
-    bounds: tuple[int, int],
-    found: list[Any],
+    batch: list[_Matched],
+    before: list[int],
     *,
     now: int,
     emit: bool,
 ) -> set[int]:
-    """Write what the match of [low, high] found: memberships, their moves and the timers."""
-    low, high = bounds
-    matching = {person_id for person_id, _ in found}
-    before = set(
-        session.execute(
-            select(SegmentMembership.person_id).where(
-                SegmentMembership.segment_id == definition.id,
-                SegmentMembership.person_id.between(low, high),
-            )
-        ).scalars()
-    )
-    changed = _apply(session, workspace_id, definition, matching, before, now=now, emit=emit)
+    """Write what the matches of a batch of parts found: memberships, their moves and the timers.
+    ``before``: the members of the whole step's range when it began, in key order (its timers are
+    already dropped)."""
+    matching = {person_id for _, _, found in batch for person_id, _ in found}
+    was = {
+        person_id
+        for low, high, _ in batch
+        for person_id in before[bisect_left(before, low) : bisect_right(before, high)]
+    }
+    changed = _apply(session, workspace_id, definition, matching, was, now=now, emit=emit)
     if definition.deps.timed:
-        session.execute(
-            delete(SegmentTimer).where(
-                SegmentTimer.segment_id == definition.id, SegmentTimer.person_id.between(low, high)
-            )
-        )
         if plan.with_match:
             _insert(
                 session,
                 SegmentTimer,
                 [
                     {"segment_id": definition.id, "person_id": p, "workspace_id": workspace_id, "due_at": at}
+                    for _, _, found in batch
                     for p, at in found
                     if at is not None
                 ],
             )
         elif plan.timers is not None:
-            session.execute(plan.timers, {**times, "range_low": low, "range_high": high})
+            for low, high, _ in batch:
+                session.execute(plan.timers, {**times, "range_low": low, "range_high": high})
     return changed
 
 
