@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from customerio.constants import EMAIL, ID
 from customerio.track import CustomerIO
 
 from tests.campaigns.conftest import create, email_block, journeys
 from tests.harness import Api
-from tests.mail import advance, eventually, mail_to, no_mail_to
+from tests.mail import Json, advance, eventually, mail_to, no_mail_to, ok
 from tests.messaging.smtp_sink import SmtpSink
 
 
@@ -290,3 +291,61 @@ def test_a_goal_condition_met_after_the_journey_ended_still_converts(
     )
     metrics = api.app.get(f"/v1/campaigns/{campaign['id']}/metrics", params={"period": "days", "steps": 7})
     assert sum(metrics.json()["metric"]["series"]["converted"]) == 1
+
+
+def test_a_merge_hands_the_secondarys_journeys_and_messages_to_the_primary(
+    api: Api, cio: CustomerIO, sink: SmtpSink, email: Callable[[str], str]
+) -> None:
+    """As in Customer.io, merging two people moves the secondary's journeys and delivery history: a
+    journey waiting in a delay goes on for the primary, its next email reaches the primary, and campaigns
+    the secondary entered count as entered by the primary (re-entry: once)."""
+    onboarding = create(
+        api,
+        {
+            "name": "Merged onboarding",
+            "trigger": {"type": "event", "event": "joined"},
+            "steps": [
+                email_block("hello", "Hello"),
+                {"id": "wait", "type": "delay", "duration": "1d"},
+                email_block("later", "Later {{ customer.first_name }}"),
+            ],
+        },
+    )
+    welcome = create(
+        api,
+        {
+            "name": "Welcome once",
+            "trigger": {"type": "event", "event": "joined"},
+            "steps": [email_block("welcome", "Welcome")],
+        },
+    )
+    duplicate, main = email("dup"), email("main")
+    cio.identify("dup", email=duplicate)
+    cio.track("dup", "joined")
+    assert sorted(m.message["Subject"] for m in mail_to(sink, duplicate, 2)) == ["Hello", "Welcome"]
+    cio.identify("main", email=main, first_name="Main")
+    [waiting] = journeys(api, onboarding["id"])
+    cio.merge_customers(ID, "main", EMAIL, duplicate)
+    [moved] = journeys(api, onboarding["id"])
+    assert moved["state"] == waiting["state"] == "waiting"
+    assert moved["person_id"] != waiting["person_id"]
+    # The delivery history moved with the journeys.
+    messages = ok(api.app.get("/v1/customers/main/messages"))["messages"]
+    assert sorted(m["subject"] for m in messages) == ["Hello", "Welcome"]
+    # Both campaigns count as entered by the merged person.
+    cio.track("main", "joined")
+    for campaign_id in (onboarding["id"], welcome["id"]):
+
+        def rejected(campaign_id: int = campaign_id) -> list[Json]:
+            return journeys(api, campaign_id, state="rejected")
+
+        assert [j["exit_reason"] for j in eventually(rejected, what="a rejection")] == [
+            "already entered (re-entry: once)"
+        ]
+    advance(api, 86400 + 1)
+    [later] = mail_to(sink, main)
+    assert later.message["Subject"] == "Later Main"
+    no_mail_to(sink, main, expected=1, settle=0.5)
+    no_mail_to(sink, duplicate, expected=2, settle=0.0)
+    [finished] = eventually(lambda: journeys(api, onboarding["id"], state="completed"), what="completion")
+    assert [s["block"] for s in finished["steps"]] == ["trigger", "hello", "wait", "wait", "later"]

@@ -17,8 +17,12 @@ from tidings.ids import new_cio_id, new_ulid
 from tidings.models import (
     Activity,
     AnonymousProfile,
+    CampaignEntry,
+    Delivery,
     Device,
     Event,
+    Journey,
+    JourneyStep,
     Person,
     Relationship,
     Segment,
@@ -838,7 +842,8 @@ def merge(
     """Merge the secondary person into the primary and delete the secondary.
 
     Moves: attributes the primary lacks, the last 30 days of events (they can no longer trigger
-    campaigns), manual segment memberships, devices, relationships, anonymous ids and history.
+    campaigns), manual segment memberships, devices, relationships, anonymous ids and history, delivery
+    history and campaign journeys (as Customer.io does).
     """
     primary = find_person(session, ws.workspace_id, primary_ident)
     secondary = find_person(session, ws.workspace_id, secondary_ident)
@@ -893,6 +898,7 @@ def merge(
         .values(person_id=primary.id)
     )
     session.execute(update(Activity).where(Activity.person_id == secondary.id).values(person_id=primary.id))
+    _move_messaging(session, ws.workspace_id, secondary.id, primary.id)
     primary_objects = set(
         session.scalars(select(Relationship.object_pk).where(Relationship.person_id == primary.id))
     )
@@ -913,6 +919,36 @@ def merge(
     _erase(session, secondary)
     realtime.touched(session, ws.workspace_id, [primary.id], [realtime.EVERYTHING], now=now)
     return True
+
+
+def _move_messaging(session: Session, workspace_id: int, secondary_id: int, primary_id: int) -> None:
+    """Delivery history and journeys go to the primary: a journey in flight goes on for them, and its
+    next message reaches the merged person. A campaign both had entered counts both people's entries
+    and running journeys, so its re-entry and concurrency rules see every journey the merged person has."""
+    for model in (Delivery, Journey, JourneyStep):
+        session.execute(update(model).where(model.person_id == secondary_id).values(person_id=primary_id))
+    theirs = session.scalars(select(CampaignEntry).where(CampaignEntry.person_id == secondary_id)).all()
+    for entry in theirs:
+        # Locked: the re-entry rules update this row under the same lock.
+        mine = session.get(CampaignEntry, (entry.campaign_id, primary_id), with_for_update=True)
+        if mine is None:
+            session.add(
+                CampaignEntry(
+                    campaign_id=entry.campaign_id,
+                    person_id=primary_id,
+                    workspace_id=workspace_id,
+                    entries=entry.entries,
+                    running=entry.running,
+                    last_entered_at=entry.last_entered_at,
+                )
+            )
+            continue
+        mine.entries += entry.entries
+        mine.running += entry.running
+        stamps = [at for at in (mine.last_entered_at, entry.last_entered_at) if at is not None]
+        mine.last_entered_at = max(stamps) if stamps else None
+    for entry in theirs:
+        session.delete(entry)
 
 
 def _merge_missing(source: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
