@@ -70,6 +70,29 @@ def test_dropping_the_workspace_keys_is_undone_and_redone(database_url: str) -> 
     assert _differences(database_url) == []
 
 
+def _person_keys(url: str) -> set[str]:
+    """The segment tables with a foreign key to people."""
+    engine = create_engine(normalize_url(url))
+    try:
+        inspector = inspect(engine)
+        return {
+            table
+            for table in ("segment_memberships", "segment_timers")
+            if any(key["referred_table"] == "people" for key in inspector.get_foreign_keys(table))
+        }
+    finally:
+        engine.dispose()
+
+
+def test_dropping_the_segment_rows_person_keys_is_undone_and_redone(database_url: str) -> None:
+    assert _person_keys(database_url) == set()
+    command.downgrade(alembic_config(database_url), "0014")
+    assert _person_keys(database_url) == {"segment_memberships", "segment_timers"}
+    upgrade(database_url)
+    assert _person_keys(database_url) == set()
+    assert _differences(database_url) == []
+
+
 def test_head_names_the_newest_revision(database_url: str) -> None:
     # A start skips Alembic when the database is at HEAD, so HEAD must follow every new migration.
     assert ScriptDirectory.from_config(alembic_config(database_url)).get_current_head() == HEAD

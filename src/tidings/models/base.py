@@ -5,7 +5,10 @@ memberships and timers) keep ``workspace_id`` without a foreign key to ``workspa
 never deleted, and those rows are only written with the workspace of an authenticated request or job, so
 the key checked nothing; on PostgreSQL it cost a lookup and a lock of the one workspace row per row
 written (10,000 memberships: 180 → 120 ms), which every concurrent writer of the workspace then shares.
-Their rows still go with their person or segment, whose own keys cascade.
+Their rows still go with their person or segment, whose own keys cascade; except that memberships and
+timers have no key to people either (a build writing them paid the same lock per person row): deleting a
+person deletes them explicitly, under the lock that keeps segment builds apart from deletions (see
+tidings.segments.realtime.lock_for_build).
 """
 
 from __future__ import annotations

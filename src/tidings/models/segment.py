@@ -37,8 +37,9 @@ class SegmentMembership(Base):
     __table_args__ = (Index("ix_segment_memberships_person", "person_id"),)
 
     segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
-    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), primary_key=True)
-    workspace_id: Mapped[int]  # no foreign key (see tidings.models.base)
+    # No foreign key to people, as for workspace_id (see tidings.models.base).
+    person_id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int]
     added_at: Mapped[int]
     data: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc, default=None)
 
@@ -48,9 +49,14 @@ class SegmentTimer(Base):
     The worker re-evaluates exactly these pairs when they fall due, instead of rescanning people."""
 
     __tablename__ = "segment_timers"
-    __table_args__ = (Index("ix_segment_timers_due", "due_at"),)
+    # By person: deleting a person deletes their timers.
+    __table_args__ = (
+        Index("ix_segment_timers_due", "due_at"),
+        Index("ix_segment_timers_person", "person_id"),
+    )
 
     segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
-    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), primary_key=True)
-    workspace_id: Mapped[int]  # no foreign key (see tidings.models.base)
+    # No foreign key to people, as for workspace_id (see tidings.models.base).
+    person_id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int]
     due_at: Mapped[int]

@@ -36,7 +36,7 @@ def build_step(session: Session, payload: dict[str, Any], now: float, settings: 
     if segment is None or segment.type != "dynamic" or segment.generation != payload["generation"]:
         return
     workspace_id = segment.workspace_id
-    realtime.lock_for_build(session, segment.id)
+    realtime.lock_for_build(session, workspace_id, segment.id)
     after = int(payload.get("after", 0))
     if "last" not in payload:
         # The build covers the people that exist now; anyone created later is evaluated in real time

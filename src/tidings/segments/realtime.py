@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -58,6 +59,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from tidings import signals
@@ -94,6 +96,13 @@ _PENDING = "tidings.segments.pending"
 CHUNK = 500
 # PostgreSQL advisory-lock namespace for segment evaluation (the second key is the segment id).
 SEGMENT_LOCK = 7301
+# PostgreSQL advisory-lock namespace keeping people's deletions and bulk-build steps apart (the second key
+# is the workspace id): see :func:`lock_for_build` and :func:`lock_for_deletion`.
+DELETION_LOCK = 7302
+# How long a build step waits for the deletions in flight before it lets go of its segment's lock and
+# tries again, and how many times it tries.
+DELETION_WAIT = "50ms"
+BUILD_LOCK_ATTEMPTS = 40
 
 
 # -- what ingestion calls ------------------------------------------------------------------------------
@@ -438,11 +447,49 @@ def _reachable(index: Definitions, segment_ids: Iterable[int]) -> list[int]:
     return sorted(found)
 
 
-def lock_for_build(session: Session, segment_id: int) -> None:
-    """A bulk-build step excludes real-time evaluations of the same segment (PostgreSQL), so neither writes
-    a membership computed from data the other has changed since."""
+def lock_for_build(session: Session, workspace_id: int, segment_id: int) -> None:
+    """PostgreSQL: a bulk-build step excludes real-time evaluations of the same segment, so neither writes
+    a membership computed from data the other has changed since; and the deletion of any person of the
+    workspace (:func:`lock_for_deletion`).
+
+    Memberships and timers have no foreign key to people: its check locked every person row a build
+    wrote (a third of a large build's time). Instead, a step that matched a person holds off that
+    person's deletion until it commits, and then the deletion sees and removes what it wrote; a deletion
+    already under way commits before the step matches anyone. Real-time writes need no such lock: they
+    lock the people they evaluate (:func:`_lock_people`), as a deletion does the person it deletes.
+
+    The step takes its segment's lock first, as real-time evaluations do, then the deletions' lock. A
+    deletion in flight may in turn wait for this segment's lock (when its transaction evaluates the
+    segment after deleting someone), so the step waits for deletions only briefly; past that it lets go
+    of both locks (they were taken in a savepoint) and tries again."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for attempt in range(BUILD_LOCK_ATTEMPTS):
+        try:
+            with session.begin_nested():
+                session.execute(select(func.pg_advisory_xact_lock(SEGMENT_LOCK, segment_id)))
+                session.execute(text(f"SET LOCAL lock_timeout = '{DELETION_WAIT}'"))
+                session.execute(select(func.pg_advisory_xact_lock(DELETION_LOCK, workspace_id)))
+                session.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
+            return
+        except OperationalError as exc:
+            if _sqlstate(exc) != LOCK_NOT_AVAILABLE or attempt == BUILD_LOCK_ATTEMPTS - 1:
+                raise
+        time.sleep(min(0.2, 0.01 * (attempt + 1)))
+
+
+def lock_for_deletion(session: Session, workspace_id: int) -> None:
+    """PostgreSQL: before deleting people, wait for the build step in flight, if any (see
+    :func:`lock_for_build`); deletions do not wait for each other."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(SEGMENT_LOCK, segment_id)))
+        session.execute(select(func.pg_advisory_xact_lock_shared(DELETION_LOCK, workspace_id)))
+
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def _sqlstate(exc: OperationalError) -> str | None:
+    return cast(str | None, getattr(exc.orig, "sqlstate", None))
 
 
 # Real-time statements, built once per batch of segment conditions and workspace and kept: building a

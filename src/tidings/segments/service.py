@@ -341,8 +341,15 @@ def change_membership(
     column = {"id": Person.customer_id, "email": Person.email_key, "cio_id": Person.cio_id}[id_type]
     if id_type == "email":
         values = [email_key(v) for v in values]
+    # Locked (PostgreSQL) so that none of them is deleted before this commits: memberships have no
+    # foreign key to people (see tidings.segments.realtime.lock_for_build).
     person_ids = list(
-        session.scalars(select(Person.id).where(Person.workspace_id == workspace_id, column.in_(values)))
+        session.scalars(
+            select(Person.id)
+            .where(Person.workspace_id == workspace_id, column.in_(values))
+            .order_by(Person.id)
+            .with_for_update(key_share=True)
+        )
     )
     if not person_ids:
         return 0
