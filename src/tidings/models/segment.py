@@ -49,11 +49,7 @@ class SegmentTimer(Base):
     The worker re-evaluates exactly these pairs when they fall due, instead of rescanning people."""
 
     __tablename__ = "segment_timers"
-    # By person: deleting a person deletes their timers.
-    __table_args__ = (
-        Index("ix_segment_timers_due", "due_at"),
-        Index("ix_segment_timers_person", "person_id"),
-    )
+    __table_args__ = (Index("ix_segment_timers_due", "due_at"),)
 
     segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
     # No foreign key to people, as for workspace_id (see tidings.models.base).

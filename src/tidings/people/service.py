@@ -678,8 +678,13 @@ def _erase(session: Session, person: Person) -> None:
     realtime.lock_for_deletion(session, person.workspace_id)
     session.execute(select(Person.id).where(Person.id == person.id).with_for_update())
     # Explicit deletes keep this correct even where a connection forgot to enable SQLite foreign keys.
-    for table in (Event, Activity, Device, Relationship, SegmentMembership, SegmentTimer, AnonymousProfile):
+    for table in (Event, Activity, Device, Relationship, SegmentMembership, AnonymousProfile):
         session.execute(delete(table).where(table.person_id == person.id))
+    # Timers are keyed by segment then person: one probe per segment of the workspace.
+    segments = select(Segment.id).where(Segment.workspace_id == person.workspace_id)
+    session.execute(
+        delete(SegmentTimer).where(SegmentTimer.segment_id.in_(segments), SegmentTimer.person_id == person.id)
+    )
     session.delete(person)
     session.flush()
 

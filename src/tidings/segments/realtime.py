@@ -453,7 +453,7 @@ def lock_for_build(session: Session, workspace_id: int, segment_id: int) -> None
     workspace (:func:`lock_for_deletion`).
 
     Memberships and timers have no foreign key to people: its check locked every person row a build
-    wrote (a third of a large build's time). Instead, a step that matched a person holds off that
+    wrote (about a sixth of a large build's time). Instead, a step that matched a person holds off that
     person's deletion until it commits, and then the deletion sees and removes what it wrote; a deletion
     already under way commits before the step matches anyone. Real-time writes need no such lock: they
     lock the people they evaluate (:func:`_lock_people`), as a deletion does the person it deletes.
