@@ -117,7 +117,9 @@ SIZES = {
         ("cached", "none"),
         b3_people=1_000_000,
         b3_events=10_000_000,
-        b3_repeats=3,
+        # A build takes about a second and DuckDB a fifth of one: five of each make steadier medians
+        # (the first build of a server is often the slowest).
+        b3_repeats=5,
         b4_people=10_000,
         b4_events=100_000,
         b4_requests=1_000,
