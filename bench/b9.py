@@ -6,10 +6,11 @@ The import goes through ``POST /api/v2/batch`` (100 new people a request, each w
 attributes), the bulk path a team moving to Tidings uses; the server's RSS is sampled every
 ``RSS_SAMPLE_SECONDS`` from the first request to the last answer, and the people stored are counted after.
 
-Start-up time is dominated by importing Python modules, so it is measured twice: with a bytecode cache
-(what an installed package has: pip compiles on install) and without one (every import compiles from
-source, as in an environment with ``PYTHONDONTWRITEBYTECODE`` and no ``__pycache__``). Each mode gets its
-own ``PYTHONPYCACHEPREFIX`` so neither depends on what happens to be cached on this machine (the smoke
+Start-up time is dominated by importing Python modules, so it is measured twice: with every module's
+bytecode compiled (what ``scripts/bootstrap`` leaves: uv compiles the dependencies at install, and the
+script compiles Tidings' own modules), which the target is judged on; and without any bytecode (every
+import compiles from source: a worst case no install produces, reported for information). Each mode gets
+its own ``PYTHONPYCACHEPREFIX`` so neither depends on what happens to be cached on this machine (the smoke
 test uses the ``inherit`` mode: this process's environment as it is).
 """
 

@@ -411,17 +411,25 @@ def render_b9(result: B9Result, env: Environment) -> str:
         "and backend; medians. Ready = spawn → first 200 from `/healthz`. Idle RSS 2 s after ready, and 2 s "
         f"after a warm-up of Track v1 traffic (generator: **{result.generator}**); the RSS of "
         f"`tidings serve` only (PostgreSQL's own memory is not counted). Target ≤ {TARGET_B9_RSS_MB} MB "
-        f"idle, ready ≤ {TARGET_B9_READY_S:g} s.",
+        f"idle, ready ≤ {TARGET_B9_READY_S:g} s, judged with every module compiled, as `scripts/bootstrap` "
+        "installs Tidings; the row without any bytecode is a worst case no install produces (informative).",
         "",
         "| backend | bytecode cache | ready, empty database (migrates) | ready, migrated database "
         "| idle RSS | RSS after warm-up | warm-up requests | target |",
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     labels = {
-        "cached": "cached (installed package)",
-        "none": "none (compile every import)",
+        "cached": "all compiled (as `scripts/bootstrap` installs)",
+        "none": "none (every import compiles)",
         INHERIT: "as this environment has it",
     }
+
+    def verdict(mode: str, met: bool) -> str:
+        # No install leaves modules uncompiled: that row shows the worst case and is not judged.
+        if mode == "none":
+            return "informative (within)" if met else "informative (over)"
+        return "met" if met else "**missed**"
+
     for backend in backends:
         for mode in modes:
             runs = result.of(mode, backend)
@@ -437,7 +445,7 @@ def render_b9(result: B9Result, env: Environment) -> str:
                 f"| {result.ready_existing(mode, backend):.2f} s "
                 f"| {result.rss_idle(mode, backend) / MB:.0f} MB "
                 f"| {result.rss_after_warmup(mode, backend) / MB:.0f} MB "
-                f"| {warmup[len(warmup) // 2]:,} | {'met' if met else '**missed**'} |"
+                f"| {warmup[len(warmup) // 2]:,} | {verdict(mode, met)} |"
             )
     if not result.imports:
         lines += ["", "Import of 1M people (≤ 500 MB during import): not measured in this run."]
