@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import Api, Server, postgres_available, postgres_database, start_server, stop_server
+from tidings.db import Database
 from tidings.db.migrate import upgrade
 
 BACKENDS = ["sqlite", "postgres"]
@@ -62,6 +63,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     with postgres_database() as url:
         upgrade(url)
         yield url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database, for in-process tests of what only PostgreSQL does."""
+    _require_postgres()
+    with postgres_database() as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture
+def postgres_db(postgres_url: str) -> Iterator[Database]:
+    database = Database(postgres_url)
+    yield database
+    database.close()
 
 
 @pytest.fixture

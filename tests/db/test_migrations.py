@@ -18,6 +18,7 @@ from tidings.db.migrate import HEAD, alembic_config, current_revision, upgrade
 from tidings.models import Base
 
 HOT_TABLES = ("people", "events", "activities", "segment_memberships", "segment_timers")
+SEGMENT_ROWS = ("segment_memberships", "segment_timers")
 
 
 def _differences(url: str) -> list[object]:
@@ -36,15 +37,15 @@ def _differences(url: str) -> list[object]:
         engine.dispose()
 
 
-def _workspace_keys(url: str) -> set[str]:
-    """The tables among HOT_TABLES with a foreign key to workspaces."""
+def _keys_to(url: str, referred: str, tables: tuple[str, ...] = HOT_TABLES) -> set[str]:
+    """The tables among ``tables`` with a foreign key to ``referred``."""
     engine = create_engine(normalize_url(url))
     try:
         inspector = inspect(engine)
         return {
             table
-            for table in HOT_TABLES
-            if any(key["referred_table"] == "workspaces" for key in inspector.get_foreign_keys(table))
+            for table in tables
+            if any(key["referred_table"] == referred for key in inspector.get_foreign_keys(table))
         }
     finally:
         engine.dispose()
@@ -52,7 +53,7 @@ def _workspace_keys(url: str) -> set[str]:
 
 def test_migrated_schema_matches_the_models(database_url: str) -> None:
     assert _differences(database_url) == []
-    assert _workspace_keys(database_url) == set()
+    assert _keys_to(database_url, "workspaces") == set()
     # The name-first events index exists on PostgreSQL only (tidings.models.event).
     engine = create_engine(normalize_url(database_url))
     try:
@@ -64,32 +65,18 @@ def test_migrated_schema_matches_the_models(database_url: str) -> None:
 
 def test_dropping_the_workspace_keys_is_undone_and_redone(database_url: str) -> None:
     command.downgrade(alembic_config(database_url), "0012")
-    assert _workspace_keys(database_url) == set(HOT_TABLES)
+    assert _keys_to(database_url, "workspaces") == set(HOT_TABLES)
     upgrade(database_url)
-    assert _workspace_keys(database_url) == set()
+    assert _keys_to(database_url, "workspaces") == set()
     assert _differences(database_url) == []
 
 
-def _person_keys(url: str) -> set[str]:
-    """The segment tables with a foreign key to people."""
-    engine = create_engine(normalize_url(url))
-    try:
-        inspector = inspect(engine)
-        return {
-            table
-            for table in ("segment_memberships", "segment_timers")
-            if any(key["referred_table"] == "people" for key in inspector.get_foreign_keys(table))
-        }
-    finally:
-        engine.dispose()
-
-
 def test_dropping_the_segment_rows_person_keys_is_undone_and_redone(database_url: str) -> None:
-    assert _person_keys(database_url) == set()
+    assert _keys_to(database_url, "people", SEGMENT_ROWS) == set()
     command.downgrade(alembic_config(database_url), "0014")
-    assert _person_keys(database_url) == {"segment_memberships", "segment_timers"}
+    assert _keys_to(database_url, "people", SEGMENT_ROWS) == set(SEGMENT_ROWS)
     upgrade(database_url)
-    assert _person_keys(database_url) == set()
+    assert _keys_to(database_url, "people", SEGMENT_ROWS) == set()
     assert _differences(database_url) == []
 
 

@@ -3,29 +3,16 @@ execution of it returns, in the caller's transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from sqlalchemy import BigInteger, bindparam, func, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from tests.conftest import _require_postgres
-from tests.harness import postgres_database
 from tidings.db import Database
-from tidings.db.migrate import upgrade
 from tidings.db.prepared import prepare
 from tidings.models import Person
 from tidings.workspaces.service import create_workspace
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    _require_postgres()
-    with postgres_database() as url:
-        upgrade(url)
-        yield url
 
 
 def _people(session: Session, workspace_id: int) -> list[int]:

@@ -9,7 +9,7 @@ both stores and check that nothing names them afterwards (``orphan_rows``)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -17,11 +17,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tests.conftest import _require_postgres
-from tests.harness import postgres_database
 from tidings.config import Settings
 from tidings.db import Database
-from tidings.db.migrate import upgrade
 from tidings.events.service import EventInput, track_person_event
 from tidings.models import Person, SegmentMembership, SegmentTimer
 from tidings.people import service as people
@@ -42,13 +39,8 @@ PRO_BUYERS = {"and": [PRO, {"event": {"name": "purchase", "within": {"days": 7}}
 
 
 @pytest.fixture
-def db() -> Iterator[Database]:
-    _require_postgres()
-    with postgres_database() as url:
-        upgrade(url)
-        database = Database(url)
-        yield database
-        database.close()
+def db(postgres_db: Database) -> Database:
+    return postgres_db
 
 
 @pytest.fixture

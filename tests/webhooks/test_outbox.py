@@ -12,10 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import _require_postgres
-from tests.harness import postgres_database
 from tidings.db import Database
-from tidings.db.migrate import upgrade
 from tidings.models import WebhookPost
 from tidings.webhooks import sender
 from tidings.webhooks import service as webhooks
@@ -29,16 +26,6 @@ def db(database_url: str) -> Iterator[Database]:
     database = Database(database_url)
     yield database
     database.close()
-
-
-@pytest.fixture
-def postgres_db() -> Iterator[Database]:
-    _require_postgres()
-    with postgres_database() as url:
-        upgrade(url)
-        database = Database(url)
-        yield database
-        database.close()
 
 
 def _workspace(db: Database) -> int:
