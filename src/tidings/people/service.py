@@ -672,11 +672,8 @@ def delete_person(session: Session, ws: WorkspaceContext, ident: Identifier) -> 
 
 def _erase(session: Session, person: Person) -> None:
     realtime.leaving(session, person.workspace_id, person.id)
-    # Memberships and timers have no foreign key to people (see tidings.segments.realtime.lock_for_build).
-    # On PostgreSQL, first wait for a segment build step in flight, then lock the person: a real-time
-    # evaluation of them in flight commits first, so the deletes below see everything it wrote.
-    realtime.lock_for_deletion(session, person.workspace_id)
-    session.execute(select(Person.id).where(Person.id == person.id).with_for_update())
+    # Memberships and timers have no foreign key to people: nothing may be writing theirs meanwhile.
+    realtime.lock_for_deletion(session, person.workspace_id, person.id)
     # Explicit deletes keep this correct even where a connection forgot to enable SQLite foreign keys.
     for table in (Event, Activity, Device, Relationship, SegmentMembership, AnonymousProfile):
         session.execute(delete(table).where(table.person_id == person.id))

@@ -103,6 +103,8 @@ DELETION_LOCK = 7302
 # tries again, and how many times it tries.
 DELETION_WAIT = "50ms"
 BUILD_LOCK_ATTEMPTS = 40
+# PostgreSQL's SQLSTATE for a lock wait that ran past lock_timeout.
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 # -- what ingestion calls ------------------------------------------------------------------------------
@@ -478,14 +480,13 @@ def lock_for_build(session: Session, workspace_id: int, segment_id: int) -> None
         time.sleep(min(0.2, 0.01 * (attempt + 1)))
 
 
-def lock_for_deletion(session: Session, workspace_id: int) -> None:
-    """PostgreSQL: before deleting people, wait for the build step in flight, if any (see
-    :func:`lock_for_build`); deletions do not wait for each other."""
+def lock_for_deletion(session: Session, workspace_id: int, person_id: int) -> None:
+    """PostgreSQL, before deleting a person's memberships and timers: wait for the build step in flight,
+    if any (see :func:`lock_for_build`; deletions do not wait for each other), then lock the person, so
+    that a real-time evaluation of them in flight commits first and the deletes see what it wrote."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock_shared(DELETION_LOCK, workspace_id)))
-
-
-LOCK_NOT_AVAILABLE = "55P03"
+        session.execute(select(Person.id).where(Person.id == person_id).with_for_update())
 
 
 def _sqlstate(exc: OperationalError) -> str | None:
