@@ -431,6 +431,21 @@ def test_unbuildable_message_is_not_transient(smtp_sink: SmtpSink, channel: Emai
     assert "not an email address" in caught.value.message
 
 
+def test_build_talks_to_no_server_until_its_send_is_called(channel: EmailChannel) -> None:
+    """The sending worker builds on its own thread and sends on others: building must not connect, and
+    a message that cannot be built is refused at build time."""
+    with SmtpSink() as sink:
+        send = channel.build(outgoing(sink.url, delivery_id="dlvb1"))
+        assert sink.connections == 0 and sink.messages == []
+        with pytest.raises(SendError) as caught:
+            channel.build(outgoing(sink.url, to="not an address"))
+        assert not caught.value.transient and "cannot build the email" in caught.value.message
+        sent = send()
+        (received,) = sink.wait_for(1)
+    assert sent.provider_message_id == "<dlvb1@tidings.example.net>"
+    assert received.message["Message-ID"] == sent.provider_message_id
+
+
 # --- connection reuse
 
 

@@ -19,15 +19,18 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from tidings.deliveries import lifecycle
-from tidings.messaging.channels.base import Channel, Outgoing, SendError, Sent
+from tidings.messaging.channels.base import Buildable, Channel, Outgoing, SendError, Sent
 from tidings.messaging.channels.email import EmailChannel, parse_recipients
 from tidings.messaging.render import PrepareFailed, prepare
 from tidings.messaging.settings import MessagingSettings
@@ -41,6 +44,9 @@ from tidings.workspaces.limits import WorkspaceSettings
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
 MAX_BACKOFF_SECONDS = 3600
+# One call of :meth:`Sender.run_due` sends batches back to back for about this long, then lets the worker's
+# other stages (journey steps, jobs, webhooks) have their turn.
+SEND_BURST_SECONDS = 0.25
 
 
 def backoff(attempts: int) -> int:
@@ -356,12 +362,29 @@ class Sender:
 
     # -- 3. send and finish --------------------------------------------------------------------------
 
-    def send(self, item: Ready) -> Sent | SendError:
+    def build(self, item: Ready) -> Callable[[], Sent | SendError]:
+        """What sends ``item``: for a channel that builds apart from sending (:class:`Buildable`, email),
+        the message is built here, on the calling thread, and the call returned only talks to the
+        provider. A message that cannot be built gives a call that answers its error."""
         channel = self._channel(item.outgoing.channel)
         if channel is None:
-            return SendError(f"no {item.outgoing.channel} channel", transient=False)
+            return _answer(SendError(f"no {item.outgoing.channel} channel", transient=False))
         try:
-            return channel.send(item.outgoing)
+            if hasattr(channel, "build"):
+                send = cast(Buildable, channel).build(item.outgoing)
+            else:
+                send = partial(channel.send, item.outgoing)
+        except SendError as exc:
+            return _answer(exc)
+        except Exception as exc:  # a channel bug must not lose the delivery: retry it, and say why
+            log.exception("channel %s failed on delivery %s", item.outgoing.channel, item.delivery_id)
+            return _answer(SendError(f"internal error: {exc!r}", transient=True))
+        return partial(self._sent, item, send)
+
+    @staticmethod
+    def _sent(item: Ready, send: Callable[[], Sent]) -> Sent | SendError:
+        try:
+            return send()
         except SendError as exc:
             return exc
         except Exception as exc:  # a channel bug must not lose the delivery: retry it, and say why
@@ -374,7 +397,7 @@ class Sender:
         delivery.due_at = now + backoff(delivery.attempts)
         lifecycle.record(session, delivery, "attempted", now=now, source="tidings", reason=reason)
 
-    def finish(self, session: Session, outcomes: list[tuple[str, Sent | SendError | None]], now: int) -> None:
+    def finish(self, session: Session, outcomes: list[Outcome], now: int) -> None:
         """Record each outcome; ``None`` (not sent: the batch ran out of lease) puts the delivery back."""
         # One query loads the batch; session.get below finds each delivery in the identity map.
         # (Held in ``_loaded``: the identity map only refers to objects weakly.)
@@ -382,9 +405,7 @@ class Sender:
         with activity.batched(session):
             self._finish_each(session, outcomes, now)
 
-    def _finish_each(
-        self, session: Session, outcomes: list[tuple[str, Sent | SendError | None]], now: int
-    ) -> None:
+    def _finish_each(self, session: Session, outcomes: list[Outcome], now: int) -> None:
         for delivery_id, outcome in outcomes:
             delivery = session.get(Delivery, delivery_id)
             if delivery is None or delivery.leased_by != self.worker_id or delivery.state != "sending":
@@ -416,26 +437,66 @@ class Sender:
             lifecycle.record(session, delivery, metric, now=now, source="tidings", reason=outcome.message)
 
     def run_due(self) -> int:
-        """One batch: claim, prepare, send, finish. Returns how many deliveries it handled."""
+        """Batches back to back for up to :data:`SEND_BURST_SECONDS`; return how many deliveries it handled.
+
+        Each batch is claimed, prepared, sent and finished in three short transactions, none held open
+        while talking to a provider. This thread does the CPU work (rendering, building messages) and a
+        few sending threads do the talking, so the next batch is claimed, rendered and built while the
+        sending threads still send the previous one. Every batch started here is finished here."""
+        handled = 0
+        until = time.monotonic() + SEND_BURST_SECONDS
+        sending: _Sending | None = None
+        try:
+            while sending is None or time.monotonic() < until:
+                previous, sending = sending, self._start_batch()
+                if previous is not None:
+                    self._finish_batch(previous)
+                if sending is None:
+                    break
+                handled += sending.claimed
+        finally:
+            if sending is not None:
+                self._finish_batch(sending)
+        return handled
+
+    def _start_batch(self) -> _Sending | None:
+        """Claim, prepare and build a batch and hand its sends to the sending threads; None when nothing
+        is due."""
         db, clock = self.runtime.db, self.runtime.clock
         claimed_at = clock.now()
         with db.session() as session:
             ids = self.claim(session, claimed_at)
         if not ids:
-            return 0
+            return None
         with db.session() as session:
             ready = self.prepare(session, ids, clock.now_int())
         # The whole batch shares one lease. Stop sending at half of it (a slow provider) and put the rest
         # back, so no delivery is still being sent here once another worker may take it over.
         send_until = claimed_at + self.runtime.settings.send_lease_seconds / 2
 
-        def attempt(item: Ready) -> tuple[str, Sent | SendError | None]:
-            return item.delivery_id, self.send(item) if clock.now() < send_until else None
+        def attempt(delivery_id: str, send: Callable[[], Sent | SendError]) -> Outcome:
+            return delivery_id, send() if clock.now() < send_until else None
 
-        # A few sends at once: while one waits for its SMTP server or provider, another builds its
-        # message (each thread keeps its own pooled connections).
-        outcomes = list(self._pool.map(attempt, ready))
+        sends = [self._pool.submit(attempt, item.delivery_id, self.build(item)) for item in ready]
+        return _Sending(len(ids), sends)
+
+    def _finish_batch(self, sending: _Sending) -> None:
+        outcomes = [future.result() for future in sending.sends]
         if outcomes:
-            with db.session() as session:
-                self.finish(session, outcomes, clock.now_int())
-        return len(ids)
+            with self.runtime.db.session() as session:
+                self.finish(session, outcomes, self.runtime.clock.now_int())
+
+
+Outcome = tuple[str, Sent | SendError | None]
+
+
+def _answer(error: SendError) -> Callable[[], Sent | SendError]:
+    return lambda: error
+
+
+@dataclass
+class _Sending:
+    """A batch whose sends are under way."""
+
+    claimed: int
+    sends: list[Future[Outcome]]

@@ -60,7 +60,7 @@ def objects_of(session: Session, person: Person) -> dict[str, list[dict[str, Any
         )
         .where(Relationship.person_id == person.id)
         .order_by(Relationship.id)
-    ).tuples()
+    )
     related: dict[str, list[dict[str, Any]]] = {}
     for type_name, object_id, attributes, relationship in rows:
         slug = _SLUG.sub("_", type_name.lower()).strip("_")

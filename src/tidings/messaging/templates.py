@@ -411,7 +411,7 @@ def list_snippets(session: Session, workspace_id: int) -> list[dict[str, Any]]:
 
 def snippets_of(session: Session, workspace_id: int) -> dict[str, str]:
     rows = session.execute(select(Snippet.name, Snippet.value).where(Snippet.workspace_id == workspace_id))
-    return dict(rows.tuples().all())
+    return dict(rows.all())
 
 
 def put_snippet(session: Session, workspace_id: int, body: dict[str, Any], *, now: int) -> dict[str, Any]:

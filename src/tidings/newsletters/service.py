@@ -785,7 +785,7 @@ def _pick_winner(session: Session, newsletter: Newsletter, stamp: int) -> None:
             select(Delivery.template_id, func.count(Delivery.sent_at), func.count(metric))
             .where(Delivery.workspace_id == newsletter.workspace_id, Delivery.newsletter_id == newsletter.id)
             .group_by(Delivery.template_id)
-        ).tuples()
+        )
     }
 
     def rate(group: NewsletterTestGroup) -> float:
@@ -1356,7 +1356,7 @@ def messages(session: Session, workspace_id: int, newsletter_id: int, **filters:
     page = deliveries.list_messages(session, workspace_id, newsletter_id=newsletter_id, **filters)
     ids = [message["id"] for message in page["messages"]]
     due = (
-        dict(session.execute(select(Delivery.id, Delivery.due_at).where(Delivery.id.in_(ids))).tuples().all())
+        dict(session.execute(select(Delivery.id, Delivery.due_at).where(Delivery.id.in_(ids))).all())
         if ids
         else {}
     )

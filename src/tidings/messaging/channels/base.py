@@ -12,6 +12,7 @@ the Twilio-compatible ``Idempotency-Key`` header, SMTP ``Message-ID``, the webho
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -57,3 +58,11 @@ class Channel(Protocol):
     name: str
 
     def send(self, outgoing: Outgoing) -> Sent: ...
+
+
+class Buildable(Protocol):
+    """A channel that can build a message apart from sending it: ``build`` does the CPU work (raising
+    ``SendError`` for a message that cannot be made) and returns the call that only talks to the
+    provider. ``send`` is the two in one."""
+
+    def build(self, outgoing: Outgoing) -> Callable[[], Sent]: ...

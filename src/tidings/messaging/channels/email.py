@@ -58,7 +58,7 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -1193,6 +1193,12 @@ class EmailChannel:
         self.close()
 
     def send(self, outgoing: Outgoing) -> Sent:
+        return self.build(outgoing)()
+
+    def build(self, outgoing: Outgoing) -> Callable[[], Sent]:
+        """Build the message (CPU only: addresses, MIME, CSS inlining) and return what sends it (network
+        only). The sending worker builds on one thread and sends on several: building on the sending
+        threads made them contend for the GIL, which cost a fifth more CPU than building them in turn."""
         try:
             settings = _settings(outgoing)
         except ValueError as exc:
@@ -1214,20 +1220,28 @@ class EmailChannel:
         except ValueError as exc:
             raise SendError(f"cannot build the email: {exc}", transient=False) from None
         key: _PoolKey = (url, settings.tls_verify, settings.timeout_seconds)
-        refused = self._deliver(key, target, settings, rendered.mail_from, rendered.recipients, rendered.data)
-        if refused:
-            log.warning(
-                "delivery %s: %s refused some recipients: %s",
-                outgoing.delivery_id,
-                target.where,
-                "; ".join(f"{a}: {c} {_reply_text(t)}" for a, (c, t) in refused.items()),
+
+        def transmit() -> Sent:
+            refused = self._deliver(
+                key, target, settings, rendered.mail_from, rendered.recipients, rendered.data
             )
-        for address, copy in rendered.copies:
-            try:
-                self._deliver(key, target, settings, rendered.mail_from, [address], copy)
-            except SendError as exc:
-                log.warning("delivery %s: fake_bcc copy to %s failed: %s", outgoing.delivery_id, address, exc)
-        return Sent(provider_message_id=rendered.message_id, recipient=rendered.to)
+            if refused:
+                log.warning(
+                    "delivery %s: %s refused some recipients: %s",
+                    outgoing.delivery_id,
+                    target.where,
+                    "; ".join(f"{a}: {c} {_reply_text(t)}" for a, (c, t) in refused.items()),
+                )
+            for address, copy in rendered.copies:
+                try:
+                    self._deliver(key, target, settings, rendered.mail_from, [address], copy)
+                except SendError as exc:
+                    log.warning(
+                        "delivery %s: fake_bcc copy to %s failed: %s", outgoing.delivery_id, address, exc
+                    )
+            return Sent(provider_message_id=rendered.message_id, recipient=rendered.to)
+
+        return transmit
 
     def _deliver(
         self,
