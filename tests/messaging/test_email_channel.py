@@ -436,10 +436,12 @@ def test_build_talks_to_no_server_until_its_send_is_called(channel: EmailChannel
     a message that cannot be built is refused at build time."""
     with SmtpSink() as sink:
         send = channel.build(outgoing(sink.url, delivery_id="dlvb1"))
-        assert sink.connections == 0 and sink.messages == []
+        assert sink.connections == 0
+        assert sink.messages == []
         with pytest.raises(SendError) as caught:
             channel.build(outgoing(sink.url, to="not an address"))
-        assert not caught.value.transient and "cannot build the email" in caught.value.message
+        assert not caught.value.transient
+        assert "cannot build the email" in caught.value.message
         sent = send()
         (received,) = sink.wait_for(1)
     assert sent.provider_message_id == "<dlvb1@tidings.example.net>"
