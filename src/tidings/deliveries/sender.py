@@ -103,6 +103,8 @@ class Sender:
         self.channels: dict[str, Channel] = {"email": EmailChannel(settings.smtp_url)}
         self._pool = ThreadPoolExecutor(settings.send_concurrency, thread_name_prefix="tidings-send")
         self._channels_lock = threading.Lock()
+        # The batch whose sends are under way, if any (see run_due).
+        self._in_flight: _Sending | None = None
 
     def _channel(self, name: str) -> Channel | None:
         """The channel called ``name``, made on first use: the SMS and push channels load their providers'
@@ -124,11 +126,16 @@ class Sender:
             return made
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        for channel in self.channels.values():
-            close = getattr(channel, "close", None)
-            if close is not None:
-                close()
+        in_flight, self._in_flight = self._in_flight, None
+        try:
+            if in_flight is not None:
+                self._finish_batch(in_flight)
+        finally:
+            self._pool.shutdown(wait=True)
+            for channel in self.channels.values():
+                close = getattr(channel, "close", None)
+                if close is not None:
+                    close()
 
     # -- 1. claim ------------------------------------------------------------------------------------
 
@@ -441,23 +448,26 @@ class Sender:
 
         Each batch is claimed, prepared, sent and finished in three short transactions, none held open
         while talking to a provider. This thread does the CPU work (rendering, building messages) and a
-        few sending threads do the talking, so the next batch is claimed, rendered and built while the
-        sending threads still send the previous one. Every batch started here is finished here."""
+        few sending threads do the talking, so a batch is still being sent while this thread claims and
+        builds the next one, or, once the burst is over, while the worker's other stages run (the journey
+        steps that queue a broadcast's deliveries). A batch left sending is finished by the next call,
+        or by :meth:`close`; a call that returns 0 leaves none."""
         handled = 0
         until = time.monotonic() + SEND_BURST_SECONDS
-        sending: _Sending | None = None
-        try:
-            while sending is None or time.monotonic() < until:
-                previous, sending = sending, self._start_batch()
+        while True:
+            previous, self._in_flight = self._in_flight, None
+            started = None
+            try:
+                started = self._start_batch()
+            finally:
+                self._in_flight = started
                 if previous is not None:
                     self._finish_batch(previous)
-                if sending is None:
-                    break
-                handled += sending.claimed
-        finally:
-            if sending is not None:
-                self._finish_batch(sending)
-        return handled
+            if started is None:
+                return handled
+            handled += started.claimed
+            if time.monotonic() >= until:
+                return handled
 
     def _start_batch(self) -> _Sending | None:
         """Claim, prepare and build a batch and hand its sends to the sending threads; None when nothing

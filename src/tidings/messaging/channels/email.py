@@ -65,7 +65,6 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import encode_rfc2231, format_datetime
 from functools import lru_cache
-from html.parser import HTMLParser
 from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -339,7 +338,9 @@ def _normalise_addr_spec(addr: str, field_name: str, chunk: str) -> str:
 # HTML to plain text
 
 
-class _TextExtractor(HTMLParser):
+class _TextExtractor:
+    """What :func:`html_to_text` writes for each tag and text run (driven by :func:`_feed`)."""
+
     _SKIP = frozenset({"script", "style", "head", "title", "template", "noscript"})
     _BLOCK = frozenset(
         {
@@ -350,7 +351,6 @@ class _TextExtractor(HTMLParser):
     _PARAGRAPH = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "hr"})
 
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         # Open skipped elements by tag, and their total (checked on every event, so kept as a number).
         self._skip: dict[str, int] = {}
@@ -375,10 +375,12 @@ class _TextExtractor(HTMLParser):
 
     def _text(self, text: str) -> None:
         if not self._pre:
-            text = _WHITESPACE.sub(" ", text)
-            tail = self._tail()
-            if text.startswith(" ") and (not tail or tail[-1] in " \n"):
-                text = text[1:]
+            # Most text runs are the whitespace between two tags.
+            text = " " if text.isspace() else _WHITESPACE.sub(" ", text)
+            if text[:1] == " ":
+                tail = self._tail()
+                if not tail or tail[-1] in " \n":
+                    text = text[1:]
         if text:
             self.parts.append(text)
 
@@ -481,19 +483,18 @@ class _TextExtractor(HTMLParser):
             elif text not in (href, shown):
                 self.parts.append(f" ({href})")
 
-    def handle_data(self, data: str) -> None:
-        if not self._skipping:
-            self._text(data)
-
 
 # One pass over the markup with a single pattern, driving _TextExtractor's handlers directly: the standard
 # library's HTMLParser.feed does the same job several times slower (it was the largest cost of sending
-# an email). Alternatives, in order: comment, doctype or CDATA, end tag, start tag, text.
+# an email). Alternatives, in order: comment, doctype or CDATA (ignored), end tag, start tag with its
+# attributes, text. Which one matched is the number of its last group (``Match.lastindex``). The attributes
+# are matched possessively: runs at a time, never backtracking (there is only one way to match them).
 _MARKUP = re.compile(
-    r"<!--.*?(?:-->|$)|<![^>]*>|</([a-zA-Z][\w:-]*)\s*>"
-    r"|<([a-zA-Z][\w:-]*)((?:[^>\"']|\"[^\"]*\"|'[^']*')*)>|[^<]+|<",
+    r"(<!--.*?(?:-->|$)|<![^>]*>)|</([a-zA-Z][\w:-]*)\s*>"
+    r"|<([a-zA-Z][\w:-]*)((?:[^>\"']++|\"[^\"]*+\"|'[^']*+')*+)>|([^<]+|<)",
     re.DOTALL,
 )
+_END_TAG, _START_TAG, _ATTRIBUTES, _TEXT = 2, 3, 4, 5
 _ATTRIBUTE = re.compile(r"""([^\s=/>]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+)))?""")
 _RAW_TEXT = {"script": re.compile(r"</script\s*>", re.I), "style": re.compile(r"</style\s*>", re.I)}
 
@@ -509,27 +510,31 @@ def _attributes(text: str) -> list[tuple[str, str | None]]:
 
 def _feed(parser: _TextExtractor, markup: str) -> None:
     position, end = 0, len(markup)
+    text = parser._text
     while position < end:
-        match = _MARKUP.match(markup, position)
-        assert match is not None  # the last alternative matches any character left
-        position = match.end()
-        closing, opening = match.group(1), match.group(2)
-        if closing is not None:
-            parser.handle_endtag(closing.lower())
-        elif opening is not None:
-            tag, attrs = opening.lower(), match.group(3) or ""
-            wanted = _attributes(attrs) if tag in ("a", "img") else []
-            if attrs.rstrip().endswith("/"):
-                parser.handle_startendtag(tag, wanted)
-                continue
-            parser.handle_starttag(tag, wanted)
-            if tag in _RAW_TEXT:
-                # Script and style content is not markup: skip to the end tag.
-                found = _RAW_TEXT[tag].search(markup, position)
-                position = found.end() if found else end
-                parser.handle_endtag(tag)
-        elif not match.group(0).startswith("<!"):
-            parser.handle_data(html_lib.unescape(match.group(0)))
+        for match in _MARKUP.finditer(markup, position):
+            kind = match.lastindex
+            if kind == _TEXT:
+                if not parser._skipping:
+                    data = match.group(_TEXT)
+                    text(html_lib.unescape(data) if "&" in data else data)
+            elif kind == _END_TAG:
+                parser.handle_endtag(match.group(_END_TAG).lower())
+            elif kind == _ATTRIBUTES:
+                tag, attrs = match.group(_START_TAG).lower(), match.group(_ATTRIBUTES)
+                wanted = _attributes(attrs) if tag in ("a", "img") else []
+                if attrs.rstrip().endswith("/"):
+                    parser.handle_startendtag(tag, wanted)
+                    continue
+                parser.handle_starttag(tag, wanted)
+                if tag in _RAW_TEXT:
+                    # Script and style content is not markup: skip to the end tag, and match again there.
+                    found = _RAW_TEXT[tag].search(markup, match.end())
+                    position = found.end() if found else end
+                    parser.handle_endtag(tag)
+                    break
+        else:
+            return
 
 
 def html_to_text(html: str) -> str:
