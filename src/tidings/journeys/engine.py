@@ -23,13 +23,14 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import URL, insert, select
+from sqlalchemy import URL, Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from tidings.campaigns.definition import Definition, parse
+from tidings.db.bulk import insert_rows
 from tidings.deliveries import lifecycle
 from tidings.journeys import calls
 from tidings.journeys.blocks import RUNNERS, ActionInfo, CampaignInfo, Outcome, Step
@@ -52,6 +53,7 @@ from tidings.workspaces.limits import WorkspaceSettings
 from tidings.workspaces.schemas import WorkspaceContext
 
 log = logging.getLogger(__name__)
+_STEPS = cast(Table, JourneyStep.__table__)
 # Blocks one journey may run in one claim; a workflow looping through instant blocks yields after this.
 MAX_BLOCKS_PER_RUN = 100
 
@@ -97,9 +99,9 @@ class _Batch:
     logs: list[dict[str, Any]] = field(default_factory=list)
 
     def write_log(self) -> None:
-        if self.logs:
-            self.session.execute(insert(JourneyStep), self.logs)
-            self.logs.clear()
+        # Straight to the driver: through the ORM's bulk insert the log cost a third of a step (B6).
+        insert_rows(self.session, _STEPS, self.logs)
+        self.logs.clear()
 
     def load(self, journeys: list[Journey]) -> None:
         session = self.session
