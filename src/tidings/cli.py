@@ -89,6 +89,10 @@ def _print_credentials(created: NewWorkspace, settings: Settings) -> None:
     console.print("  Keep these: secrets are stored hashed and cannot be shown again.")
 
 
+# How long `serve` waits, once asked to stop, for its worker thread to finish the round it is in.
+SHUTDOWN_SECONDS = 30.0
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
@@ -118,8 +122,7 @@ def serve(
             "  Credentials: `tidings workspace list` and `tidings keys create WORKSPACE --kind track`."
         )
     worker = None if no_worker else Worker(runtime)
-    if worker is not None:
-        worker.start_thread()
+    thread = worker.start_thread() if worker is not None else None
     try:
         uvicorn.run(
             create_app(runtime),
@@ -131,8 +134,11 @@ def serve(
             http="httptools",
         )
     finally:
-        if worker is not None:
+        if worker is not None and thread is not None:
             worker.stop()
+            # Let it finish what it started (the outcomes of a batch of sends), so nothing it sent is
+            # sent again by the next worker once the lease runs out.
+            thread.join(timeout=SHUTDOWN_SECONDS)
 
 
 SECRET_SETTINGS = frozenset({"auth_token", "private_key", "service_account"})

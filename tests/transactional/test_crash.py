@@ -147,3 +147,38 @@ def test_a_delivery_that_cannot_be_prepared_holds_up_nothing(database: str, tmp_
         finally:
             api.close()
             stop_server(server)
+
+
+def test_stopping_serve_lets_its_worker_record_the_send_in_flight(database: str, tmp_path: Path) -> None:
+    """`tidings serve` asked to stop while its worker waits on an SMTP server mid-send waits for that send
+    and records its outcome: a send left `sending` would go out again once its lease ran out."""
+    with SmtpSink() as sink:
+        sink.stall_rcpt.set()
+        server = launch_server(
+            database,
+            "graceful",
+            tmp_path,
+            (),
+            {"TIDINGS_SMTP_URL": sink.url, "TIDINGS_WORKER_POLL_SECONDS": "0.05"},
+        )
+        api = Api(server, server.new_workspace())
+        try:
+            (delivery_id,) = queue_emails(api, "g", 1)
+            eventually(lambda: sink.stalled >= 1, what="the worker to get stuck mid-envelope")
+            api.close()
+            server.process.send_signal(signal.SIGINT)
+            time.sleep(1.0)
+            assert server.process.poll() is None, "serve waits for its worker"
+            sink.stall_rcpt.clear()  # the server answers (421, a temporary failure)
+            assert server.process.wait(timeout=15) == 0
+        finally:
+            stop_server(server)
+    engine = sqlalchemy.create_engine(server.database_url)
+    try:
+        with engine.connect() as connection:
+            state, leased_by = connection.execute(
+                sqlalchemy.text("SELECT state, leased_by FROM deliveries WHERE id = :id"), {"id": delivery_id}
+            ).one()
+    finally:
+        engine.dispose()
+    assert (state, leased_by) == ("queued", None), "the temporary failure recorded, the lease given back"
