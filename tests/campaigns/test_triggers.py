@@ -104,8 +104,11 @@ def test_date_attribute_triggers_once_and_yearly(
     )
     renewing, born = email("renewing"), email("born")
     cio.identify("renewing", email=renewing, renews_at=now + 3 * 86400)
-    in_two_days = datetime.fromtimestamp(now + 2 * 86400 + 3600, UTC)
-    birthday = in_two_days.replace(year=in_two_days.year - 30, hour=0, minute=0, second=0, microsecond=0)
+    # Born 28 years (a whole number of leap cycles, so 29 February exists) before the day two days from now:
+    # that day's midnight is more than one day ahead and at most two, whatever the time of day (earlier
+    # tests have moved the package's server clock).
+    in_two_days = datetime.fromtimestamp(now + 2 * 86400, UTC)
+    birthday = in_two_days.replace(year=in_two_days.year - 28, hour=0, minute=0, second=0, microsecond=0)
     cio.identify("born", email=born, birthday=birthday.date().isoformat())
     no_mail_to(sink, renewing, settle=0.3)
     advance(api, 2 * 86400 + 60)  # the renewal's day before, and the birthday's midnight
