@@ -8,13 +8,14 @@ import pytest
 from sqlalchemy import Select, Table, select
 
 from tidings.db import Database
-from tidings.db.bulk import VALUES_UP_TO, insert_new, insert_rows
-from tidings.models import Activity, Event
+from tidings.db.bulk import VALUES_UP_TO, insert_new, insert_returning, insert_rows, update_rows
+from tidings.models import Activity, Event, Person
 from tidings.workspaces.service import create_workspace
 
 TABLE = cast(Table, Activity.__table__)
 EVENTS = cast(Table, Event.__table__)
 DEDUP = ("workspace_id", "event_id")
+PEOPLE = cast(Table, Person.__table__)
 
 
 def rows(workspace_id: int, prefix: str, count: int) -> list[dict[str, Any]]:
@@ -96,5 +97,86 @@ def test_insert_new_skips_and_reports_colliding_rows(database_url: str) -> None:
             ("c", "e4", {"n": 4, "why": "100% 'quoted'?"}, True),
             ("d", "e6", {"n": 6, "why": "100% 'quoted'?"}, True),
         ]
+    finally:
+        db.close()
+
+
+def person_row(workspace_id: int, n: int) -> dict[str, Any]:
+    return {
+        "workspace_id": workspace_id,
+        "cio_id": f"cio-{n}",
+        "customer_id": f"id-{n}",
+        "email": None if n % 2 else f"P{n}@example.com",
+        "email_key": None if n % 2 else f"p{n}@example.com",
+        "created_at": n,
+        "updated_at": n,
+        "unsubscribed": n % 3 == 0,
+        "attributes": {"n": n, "why": "100% 'quoted'?", "list": [n, None]},
+        "attribute_timestamps": {"n": n},
+        "subscription_preferences": {},
+    }
+
+
+PERSON = select(
+    Person.id, Person.customer_id, Person.email, Person.unsubscribed, Person.attributes, Person.updated_at
+)
+
+
+@pytest.mark.parametrize("count", [1, 3, 40])
+def test_inserted_rows_return_their_keys_and_updates_write_each_row(database_url: str, count: int) -> None:
+    db = Database(database_url)
+    try:
+        workspace_id = db.run(lambda s: create_workspace(s, "w", now=1).workspace_id)
+        written = [person_row(workspace_id, n) for n in range(count)]
+        returned = db.run(lambda s: insert_returning(s, PEOPLE, written, ("cio_id", "id")))
+        ids: dict[str, int] = dict(returned)
+        assert sorted(ids) == sorted(r["cio_id"] for r in written)
+        assert len(set(ids.values())) == count
+        with db.read_session() as session:
+            keys = session.execute(
+                select(Person.id, Person.cio_id).where(Person.workspace_id == workspace_id)
+            )
+            by_id = {row.id: row.cio_id for row in keys}
+        assert by_id == {person_id: cio_id for cio_id, person_id in ids.items()}
+
+        # Every other person changes; each row gets its own values, the others stay as they were.
+        changes = [
+            {
+                "customer_id": f"new-{n}",
+                "unsubscribed": not row["unsubscribed"],
+                "attributes": {"n": -n, "ü": "100% ok?"},
+                "updated_at": 1000 + n,
+                "id": ids[row["cio_id"]],
+            }
+            for n, row in enumerate(written)
+            if n % 2 == 0
+        ]
+        db.run(lambda s: update_rows(s, PEOPLE, changes, key="id"))
+        found = stored(db, PERSON.where(Person.workspace_id == workspace_id).order_by(Person.created_at))
+        expected = []
+        for n, row in enumerate(written):
+            if n % 2 == 0:
+                expected.append(
+                    (
+                        ids[row["cio_id"]],
+                        f"new-{n}",
+                        row["email"],
+                        not row["unsubscribed"],
+                        {"n": -n, "ü": "100% ok?"},
+                        1000 + n,
+                    )
+                )
+            else:
+                expected.append(
+                    (
+                        ids[row["cio_id"]],
+                        row["customer_id"],
+                        row["email"],
+                        row["unsubscribed"],
+                        row["attributes"],
+                        row["updated_at"],
+                    )
+                )
+        assert found == expected
     finally:
         db.close()

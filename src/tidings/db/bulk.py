@@ -111,6 +111,28 @@ def insert_rows(target: Session | Connection, table: Table, rows: Sequence[Mappi
         connection.exec_driver_sql(plan.sql, [plan.row(values) for values in rows])
 
 
+def update_rows(
+    target: Session | Connection, table: Table, rows: Sequence[Mapping[str, Any]], *, key: str
+) -> None:
+    """UPDATE each row of ``table`` whose ``key`` column equals the row's ``key`` value, setting its other
+    columns (every row has the same keys), as one executemany."""
+    if not rows:
+        return
+    connection = target.connection() if isinstance(target, Session) else target
+    dialect = connection.dialect
+    names = tuple(rows[0])
+    setting = tuple(name for name in names if name != key)
+    plan = _plan(dialect, table, (*setting, key))
+    quote = dialect.identifier_preparer.quote
+    placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
+    sql = (
+        f"UPDATE {dialect.identifier_preparer.format_table(table)} SET "
+        f"{', '.join(f'{quote(name)} = {placeholder}' for name in setting)} "
+        f"WHERE {quote(key)} = {placeholder}"
+    )
+    connection.exec_driver_sql(sql, [plan.row(values) for values in rows])
+
+
 # Bound parameters a statement may hold: SQLite's default limit (since 3.32) and PostgreSQL's protocol.
 _PARAMETERS = {"sqlite": 32_766, "postgresql": 65_535}
 
@@ -129,18 +151,36 @@ def insert_new(
     if not rows:
         return []
     connection = target.connection() if isinstance(target, Session) else target
-    dialect = connection.dialect
-    names = tuple(rows[0])
-    plan = _plan(dialect, table, names)
-    quote = dialect.identifier_preparer.quote
+    quote = connection.dialect.identifier_preparer.quote
     tail = (
         f" ON CONFLICT ({', '.join(quote(name) for name in unique)}) DO NOTHING RETURNING {quote(returning)}"
     )
-    per_statement = _PARAMETERS.get(dialect.name, 999) // len(names)
-    written: list[Any] = []
+    return [row[0] for row in _insert_returning(connection, table, rows, tail)]
+
+
+def insert_returning(
+    target: Session | Connection, table: Table, rows: Sequence[Mapping[str, Any]], returning: Sequence[str]
+) -> list[Row]:
+    """INSERT ``rows`` and return the ``returning`` columns of each, in no particular order (neither
+    database promises the order of a multi-row INSERT's RETURNING, so return a column that tells the
+    rows apart)."""
+    if not rows:
+        return []
+    connection = target.connection() if isinstance(target, Session) else target
+    quote = connection.dialect.identifier_preparer.quote
+    tail = f" RETURNING {', '.join(quote(name) for name in returning)}"
+    return _insert_returning(connection, table, rows, tail)
+
+
+def _insert_returning(
+    connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]], tail: str
+) -> list[Row]:
+    plan = _plan(connection.dialect, table, tuple(rows[0]))
+    per_statement = _PARAMETERS.get(connection.dialect.name, 999) // len(rows[0])
+    written: list[Row] = []
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
         flat = tuple(value for values in chunk for value in plan.row(values))
         result = connection.exec_driver_sql(plan.sql + plan.more * (len(chunk) - 1) + tail, flat)
-        written.extend(row[0] for row in result)
+        written.extend(tuple(row) for row in result)
     return written
