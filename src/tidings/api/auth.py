@@ -107,7 +107,10 @@ def dry_run_requested(request: Request) -> bool:
     """Whether a write asks to be rehearsed only (``X-Tidings-Dry-Run: true`` or ``?dry_run=true``)."""
     if request.method in ("GET", "HEAD"):
         return False
-    flag = request.headers.get("x-tidings-dry-run") or request.query_params.get("dry_run") or ""
+    flag = request.headers.get("x-tidings-dry-run") or ""
+    # Most requests have no query string: skip parsing one (it is on every ingestion request's path).
+    if not flag and request.scope.get("query_string"):
+        flag = request.query_params.get("dry_run") or ""
     return flag.lower() in ("1", "true", "yes")
 
 
