@@ -26,7 +26,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast
 
 import anyio.to_thread
 from sqlalchemy import Engine
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 _RETRYABLE = (IntegrityError, OperationalError)
 
 
-@runtime_checkable
 class Groupable(Protocol):
     """A unit of work that knows how to be applied with others of its kind."""
 
@@ -65,16 +64,22 @@ def apply_units(session: Session, fns: Sequence[Callable[[Session], Any]]) -> li
     """Apply units in order, except that the units of each group key are applied together, at the place
     of the group's first unit."""
     groups: dict[Hashable, list[int]] = {}
-    for place, fn in enumerate(fns):
-        if isinstance(fn, Groupable):
-            groups.setdefault(fn.group_key, []).append(place)
+    # Which units are Groupable, by their class (an isinstance check against a runtime-checkable
+    # Protocol inspects every member each time: several µs a unit, on every ingestion request).
+    groupable = [fn if hasattr(type(fn), "apply_group") else None for fn in fns]
+    for place, unit in enumerate(groupable):
+        if unit is not None:
+            groups.setdefault(cast(Groupable, unit).group_key, []).append(place)
     results: list[Any] = [None] * len(fns)
     applied: set[int] = set()
     for place, fn in enumerate(fns):
         if place in applied:
             continue
-        if isinstance(fn, Groupable) and len(members := groups[fn.group_key]) > 1:
-            together = fn.apply_group(session, [fns[member] for member in members])
+        unit = cast(Groupable | None, groupable[place])
+        if unit is not None:
+            # A group of one too: the set paths cost fewer statements than a unit's general path.
+            members = groups[unit.group_key]
+            together = unit.apply_group(session, [fns[member] for member in members])
             for member, result in zip(members, together, strict=True):
                 results[member] = result
             applied.update(members)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
+from tidings.db.lookup import select_in
 from tidings.errors import InvalidInput, Suppressed
 from tidings.models import Person, Suppression
 
@@ -65,17 +66,9 @@ _FIND_PERSON = {
     kind: select(Person).where(Person.workspace_id == bindparam("w"), column == bindparam("v")).limit(1)
     for kind, column in _COLUMNS.items()
 }
-# A fixed number of slots (a call names at most three identifiers) keeps the statement cacheable;
-# an expanding IN would be compiled again on every execution.
-_SUPPRESSION_SLOTS = 3
-_SUPPRESSED = select(Suppression.identifier_type, Suppression.value).where(
-    Suppression.workspace_id == bindparam("w"),
-    Suppression.value.in_([bindparam(f"v{slot}") for slot in range(_SUPPRESSION_SLOTS)]),
-)
-
-# A batch's identifiers at once.
-_SUPPRESSED_MANY = select(Suppression.identifier_type, Suppression.value).where(
-    Suppression.workspace_id == bindparam("w"), Suppression.value.in_(bindparam("vs", expanding=True))
+# Straight to the driver (tidings.db.lookup): these run several times per group commit.
+_SUPPRESSED = (
+    f"SELECT identifier_type, value FROM {Suppression.__tablename__} WHERE workspace_id = ? AND value IN (*)"
 )
 
 _FIND_PERSON_ID = {
@@ -96,10 +89,8 @@ def find_person_id(session: Session, workspace_id: int, ident: Identifier) -> in
 # Many at once, one statement per identifier type named: a batch of events resolves its people in one
 # round trip instead of one each.
 _FIND_PERSON_IDS = {
-    kind: select(Person.id, column).where(
-        Person.workspace_id == bindparam("w"), column.in_(bindparam("vs", expanding=True))
-    )
-    for kind, column in _COLUMNS.items()
+    kind: f"SELECT id, {name} FROM {Person.__tablename__} WHERE workspace_id = ? AND {name} IN (*)"
+    for kind, name in ((kind, column.key) for kind, column in _COLUMNS.items())
 }
 
 
@@ -111,10 +102,8 @@ def find_person_ids(
     for ident in idents:
         wanted.setdefault(ident.type, {}).setdefault(suppression_value(ident), []).append(ident)
     found: dict[Identifier, int] = {}
-    connection = session.connection()
     for kind, by_value in wanted.items():
-        rows = connection.execute(_FIND_PERSON_IDS[kind], {"w": workspace_id, "vs": list(by_value)})
-        for person_id, value in rows:
+        for person_id, value in select_in(session, _FIND_PERSON_IDS[kind], (workspace_id,), list(by_value)):
             for ident in by_value.get(value or "", ()):
                 found[ident] = person_id
     return found
@@ -175,16 +164,8 @@ def suppressed_identifier(session: Session, workspace_id: int, idents: list[Iden
     wanted: dict[tuple[str, str], Identifier] = {
         (ident.type, suppression_value(ident)): ident for ident in idents
     }
-    values = [value for _, value in wanted]
-    connection = session.connection()
-    if len(values) > _SUPPRESSION_SLOTS:
-        rows = connection.execute(_SUPPRESSED_MANY, {"w": workspace_id, "vs": values})
-    else:
-        values += [values[0]] * (_SUPPRESSION_SLOTS - len(values))
-        rows = connection.execute(
-            _SUPPRESSED, {"w": workspace_id, **{f"v{slot}": value for slot, value in enumerate(values)}}
-        )
-    for kind, value in rows:
+    values = list({value for _, value in wanted})
+    for kind, value in select_in(session, _SUPPRESSED, (workspace_id,), values):
         if (kind, value) in wanted:
             return wanted[(kind, value)]
     return None
