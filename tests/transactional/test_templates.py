@@ -229,3 +229,33 @@ def test_auto_create_makes_a_template_on_first_use(api: Api, sink: SmtpSink) -> 
     assert made["trigger_name"] == "password-reset"
     assert message(api, sent["delivery_id"])["message_template_id"] == made["id"]
     eventually(lambda: copies_of(sink, sent["delivery_id"]) == 1, what="the auto-created message to arrive")
+
+
+def test_a_trigger_name_given_to_another_message_sends_that_message(api: Api) -> None:
+    """A process remembers which message a trigger name found last (tidings.messaging.templates); once
+    the name moves to another message, sends by that name must use the new one."""
+
+    def create(name: str, trigger_name: str) -> Json:
+        content = {"from": "shop@example.com", "subject": name, "body": f"<p>{name}</p>"}
+        body = {"name": name, "trigger_name": trigger_name, "content": content}
+        created: Json = ok(api.app.post("/v1/transactional", json=body))["message"]
+        return created
+
+    def template_of(sent: Json) -> int:
+        template_id: int = message(api, sent["delivery_id"])["message_template_id"]
+        return template_id
+
+    person = f"moving-{secrets.token_hex(4)}"
+    first = create("First", "moving")
+    assert template_of(send(api, person, transactional_message_id="moving")) == first["id"]
+    assert template_of(send(api, person, transactional_message_id="moving")) == first["id"]
+    ok(api.app.put(f"/v1/transactional/{first['id']}", json={"trigger_name": "moved"}))
+    second = create("Second", "moving")
+    assert template_of(send(api, person, transactional_message_id="moving")) == second["id"]
+    assert template_of(send(api, person, transactional_message_id="moved")) == first["id"]
+    ok(api.app.put(f"/v1/transactional/{second['id']}", json={"trigger_name": "gone"}))
+    missing = api.app.post(
+        "/v1/send/email",
+        json={"transactional_message_id": "moving", "identifiers": {"id": person}, "to": "x@example.com"},
+    )
+    assert missing.status_code == 404, missing.text

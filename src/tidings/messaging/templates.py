@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from tidings.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
@@ -195,11 +195,29 @@ def find_template(session: Session, workspace_id: int, ref: int | str) -> Messag
             return template
         if isinstance(ref, int):
             return None
-    return session.scalars(
-        select(MessageTemplate).where(
-            MessageTemplate.workspace_id == workspace_id, MessageTemplate.trigger_name == str(ref)
-        )
-    ).first()
+    name = str(ref)
+    key = (session.get_bind(), workspace_id, name)
+    known = _BY_TRIGGER.get(key)
+    if known is not None:
+        # By key, a session finds an object it holds without a statement: the sends of one group
+        # commit share a session. The entry is only a hint: renamed or deleted since, it is not used.
+        template = session.get(MessageTemplate, known)
+        if template is not None and template.workspace_id == workspace_id and template.trigger_name == name:
+            return template
+    template = session.scalars(_FIND_BY_TRIGGER, {"w": workspace_id, "name": name}).first()
+    if template is not None:
+        if len(_BY_TRIGGER) > _BY_TRIGGER_SIZE:
+            _BY_TRIGGER.clear()
+        _BY_TRIGGER[key] = template.id
+    return template
+
+
+# (database, workspace, trigger name) → the key of the template last found by that name, in this process.
+_BY_TRIGGER: dict[tuple[object, int, str], int] = {}
+_BY_TRIGGER_SIZE = 10_000
+_FIND_BY_TRIGGER = select(MessageTemplate).where(
+    MessageTemplate.workspace_id == bindparam("w"), MessageTemplate.trigger_name == bindparam("name")
+)
 
 
 def get_template(session: Session, workspace_id: int, ref: int | str) -> MessageTemplate:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
+from tidings.db.bulk import insert_rows
 from tidings.deliveries import lifecycle
 from tidings.errors import InvalidInput, NotFound
 from tidings.ids import new_delivery_id
@@ -20,9 +22,11 @@ from tidings.messaging.channels.email import parse_recipients, validate_attachme
 from tidings.messaging.templates import auto_create, find_template, liquid
 from tidings.models import Delivery, MessageTemplate
 from tidings.people.identifiers import identifier_from_object
-from tidings.people.service import as_unix, ensure_person
+from tidings.people.service import as_unix, ensure_person_id
 from tidings.worker import wake
 from tidings.workspaces.schemas import WorkspaceContext
+
+_DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
 
 MAX_SEND_AHEAD_SECONDS = 90 * 86400
 MAX_RECIPIENTS = 15
@@ -221,38 +225,48 @@ def send(
         _sms_checks(body, template, overrides)
     else:
         _push_checks(body)
-    person = ensure_person(session, ws, ident, now=now)
-    if person is None:
+    person_id = ensure_person_id(session, ws, ident, now=now)
+    if person_id is None:
         raise NotFound(f"no person has {ident}")
     options = {key: body[key] for key in OPTIONS[channel] - {"from_id"} if body.get(key) is not None}
     draft = bool(_flag(body, "queue_draft")) or bool(template is not None and template.queue_drafts)
-    delivery = Delivery(
-        id=new_delivery_id(),
-        workspace_id=ws.workspace_id,
-        person_id=person.id,
-        channel=channel,
-        created_at=now,
-        template_id=template.id if template is not None else None,
-        request={
-            "message_data": message_data,
-            "overrides": overrides,
-            "options": options,
-            "language": language,
-            "send_to_unsubscribed": send_to_unsubscribed,
-            "transactional": True,
-            **({"from_address": from_address} if from_address else {}),
-        },
-        retain_content=not (
-            bool(_flag(body, "disable_message_retention"))
-            or bool(template is not None and template.hide_message_body)
-        ),
-        state="drafted" if draft else "queued",
-        due_at=None if draft else max(send_at or now, now),
-        drafted_at=now if draft else None,
-        attempts=0,
+    delivery_id = new_delivery_id()
+    # Straight to the driver: the ORM's flush of one new object was a third of a send's time in the
+    # writer. A draft is read back for its lifecycle record; a queued delivery needs nothing more here.
+    insert_rows(
+        session,
+        _DELIVERIES,
+        [
+            {
+                "id": delivery_id,
+                "workspace_id": ws.workspace_id,
+                "person_id": person_id,
+                "channel": channel,
+                "created_at": now,
+                "template_id": template.id if template is not None else None,
+                "request": {
+                    "message_data": message_data,
+                    "overrides": overrides,
+                    "options": options,
+                    "language": language,
+                    "send_to_unsubscribed": send_to_unsubscribed,
+                    "transactional": True,
+                    **({"from_address": from_address} if from_address else {}),
+                },
+                "retain_content": not (
+                    bool(_flag(body, "disable_message_retention"))
+                    or bool(template is not None and template.hide_message_body)
+                ),
+                "state": "drafted" if draft else "queued",
+                "due_at": None if draft else max(send_at or now, now),
+                "drafted_at": now if draft else None,
+                "attempts": 0,
+            }
+        ],
     )
-    session.add(delivery)
-    session.flush()
-    lifecycle.created(session, delivery, now=now)
+    if draft:
+        drafted = session.get(Delivery, delivery_id)
+        assert drafted is not None
+        lifecycle.created(session, drafted, now=now)
     wake.soon(session)
-    return {"delivery_id": delivery.id, "queued_at": now}
+    return {"delivery_id": delivery_id, "queued_at": now}
