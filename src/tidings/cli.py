@@ -43,6 +43,8 @@ from tidings.worker.loop import Worker
 from tidings.workspaces import service as workspaces
 from tidings.workspaces.schemas import NewWorkspace
 
+log = logging.getLogger("tidings.worker")
+
 app = typer.Typer(
     help="Tidings: self-hosted customer engagement, wire-compatible with Customer.io.", no_args_is_help=True
 )
@@ -173,13 +175,22 @@ def worker() -> None:
     )
     runtime = _runtime(settings)
     instance = Worker(runtime)
-    signal.signal(signal.SIGTERM, lambda *_: instance.stop())
+
+    def stop(signum: int, _frame: object) -> None:
+        # Ctrl-C or SIGTERM asks the loop to stop after its current stage, so the sends under way are
+        # recorded (a KeyboardInterrupt raised mid-stage would leave them to be sent again once their
+        # lease ran out). A second signal stops at once.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        log.info("stopping on %s", signal.Signals(signum).name)
+        instance.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     console.print(f"Tidings worker {instance.worker_id} started")
     freeze_startup_heap()
-    try:
-        instance.run_forever()
-    except KeyboardInterrupt:
-        instance.stop()
+    instance.run_forever()
+    log.info("stopped")
 
 
 @app.command(name="migrate")

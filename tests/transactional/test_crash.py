@@ -107,6 +107,36 @@ def test_a_worker_killed_mid_send_loses_and_duplicates_nothing(database: str, tm
             stop_server(server)
 
 
+def test_a_worker_stopped_mid_send_records_the_send_before_it_exits(database: str, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) asks a worker to stop after its current stage: it waits for the send under way and
+    records how it went, so nothing is left claimed for another worker to send again."""
+    with SmtpSink() as sink:
+        sink.stall_rcpt.set()
+        server = launch_server(database, "stop", tmp_path, ("--no-worker",), {"TIDINGS_SMTP_URL": sink.url})
+        api = Api(server, server.new_workspace())
+        try:
+            [delivery] = queue_emails(api, "s", 1)
+            worker = start_worker(server, sink, tmp_path / "worker.log")
+            try:
+                eventually(lambda: sink.stalled >= 1, what="the worker to get stuck mid-envelope")
+                worker.send_signal(signal.SIGINT)
+                time.sleep(0.5)
+                assert worker.poll() is None, "the worker waits for the send under way"
+                sink.stall_rcpt.clear()  # the server answers at last, refusing (421)
+                assert worker.wait(timeout=15) == 0
+            finally:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
+            stopped = message(api, delivery)
+            assert stopped["state"] == "queued", stopped
+            assert "421" in (stopped.get("failure_message") or ""), stopped
+            assert "stopping on SIGINT" in (tmp_path / "worker.log").read_text()
+        finally:
+            api.close()
+            stop_server(server)
+
+
 def test_a_delivery_that_cannot_be_prepared_holds_up_nothing(database: str, tmp_path: Path) -> None:
     """The sender prepares a batch in one savepoint; when one delivery fails in a way nothing expects (here
     its stored content is not an object, as a damaged row would be), the others still go out and that one
