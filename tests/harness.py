@@ -171,6 +171,26 @@ def stop_server(server: Server) -> None:
         server.process.wait()
 
 
+def stop_worker(process: subprocess.Popen[bytes], log: Path) -> None:
+    """Ask a ``tidings worker`` to stop as Ctrl-C does and wait for it; one that does not stop within 15 s
+    is made to print its threads' stacks into its log (SIGUSR1), killed, and fails the test with that log.
+    A worker still starting is first given time to print that it started: until then Ctrl-C interrupts
+    its imports, as it would any program's."""
+    deadline = time.monotonic() + 30
+    while process.poll() is None and "started" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    try:
+        code = process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        process.kill()
+        process.wait()
+        raise AssertionError(f"the worker did not stop on SIGINT:\n{log.read_text()[-20000:]}") from None
+    assert code == 0, f"the worker exited with {code}:\n{log.read_text()[-20000:]}"
+
+
 class Api:
     """HTTP clients for one workspace, authenticated per surface."""
 

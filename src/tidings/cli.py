@@ -4,6 +4,7 @@ AI settings and credits, and the audit log."""
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
 import json
 import logging
 import signal
@@ -187,6 +188,8 @@ def worker() -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    # `kill -USR1` prints every thread's stack to stderr: what a worker that will not stop is waiting on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     console.print(f"Tidings worker {instance.worker_id} started")
     freeze_startup_heap()
     instance.run_forever()

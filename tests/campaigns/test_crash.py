@@ -20,7 +20,7 @@ import pytest
 from tests.campaigns.conftest import email_block, journeys
 from tests.clients.test_python_track import track_client
 from tests.conftest import BACKENDS, _require_postgres
-from tests.harness import TIDINGS, Api, Server, launch_server, postgres_database, stop_server
+from tests.harness import TIDINGS, Api, Server, launch_server, postgres_database, stop_server, stop_worker
 from tests.mail import eventually
 from tests.messaging.smtp_sink import SmtpSink
 from tests.transactional.conftest import ok
@@ -121,8 +121,7 @@ def test_workers_killed_mid_journey_lose_and_repeat_nothing(database: str, tmp_p
                 eventually(lambda: len(sink.messages) >= 2 * PEOPLE, what="every message", deadline=90)
                 time.sleep(0.5)
             finally:
-                survivor.send_signal(signal.SIGINT)
-                survivor.wait(timeout=15)
+                stop_worker(survivor, tmp_path / "worker-last.log")
             expected: set[str] = set()
             for journey in done:
                 blocks = [step["block"] for step in journey["steps"]]

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy
 
 from tests.conftest import BACKENDS, _require_postgres
-from tests.harness import TIDINGS, Api, Server, launch_server, postgres_database, stop_server
+from tests.harness import TIDINGS, Api, Server, launch_server, postgres_database, stop_server, stop_worker
 from tests.messaging.smtp_sink import SmtpSink
 from tests.transactional.conftest import eventually, message, ok
 
@@ -93,8 +93,7 @@ def test_a_worker_killed_mid_send_loses_and_duplicates_nothing(database: str, tm
                     what="every delivery to be sent by the second worker",
                 )
             finally:
-                survivor.send_signal(signal.SIGINT)
-                survivor.wait(timeout=15)
+                stop_worker(survivor, tmp_path / "worker-2.log")
             # The killed worker's claims were taken over once their lease ran out, not before.
             assert time.monotonic() - started >= LEASE_SECONDS - 0.5
             received = [item.message["X-CIO-Delivery-Id"] for item in sink.messages]
@@ -169,8 +168,7 @@ def test_a_delivery_that_cannot_be_prepared_holds_up_nothing(database: str, tmp_
                     what="the damaged delivery to be put back with its reason",
                 )
             finally:
-                worker.send_signal(signal.SIGINT)
-                worker.wait(timeout=15)
+                stop_worker(worker, tmp_path / "worker.log")
             assert message(api, damaged)["state"] == "queued"
             received = sorted(item.message["X-CIO-Delivery-Id"] for item in sink.messages)
             assert received == sorted(d for d in ids if d != damaged)
