@@ -28,6 +28,7 @@ from tidings.agents.client import Connection
 from tidings.ai import credits as ai_credits
 from tidings.ai import settings as ai_settings
 from tidings.ai.catalogue import catalogue
+from tidings.api.http_protocol import HttpProtocol
 from tidings.app import create_app
 from tidings.audit import service as audit_service
 from tidings.campaigns import service as campaign_service
@@ -134,7 +135,7 @@ def serve(
             log_level="warning",
             access_log=False,
             loop="uvloop",
-            http="httptools",
+            http=HttpProtocol,
         )
     finally:
         if worker is not None and thread is not None:
