@@ -21,6 +21,7 @@ from tidings.api import (
     unsubscribe,
 )
 from tidings.api.auth import Gatekeeper
+from tidings.api.fast_lane import FastLane, build_lanes
 from tidings.api.paths import EncodedSlashMiddleware
 from tidings.api.route_index import index_routes
 from tidings.api.surfaces import json_response
@@ -70,6 +71,9 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     if runtime.settings.clock_control:
         app.include_router(clock_control.router)
     index_routes(app)
+    if not runtime.settings.opentelemetry:
+        app.add_middleware(FastLane, lanes=build_lanes(app))
+    # Added last, so it runs first: the lane and the router both see the identifiers' slashes carried.
     app.add_middleware(EncodedSlashMiddleware)
     return app
 

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from tidings.api import docs
 from tidings.api.auth import pipelines_workspace, runtime_of
 from tidings.api.body import read_json
-from tidings.api.surfaces import ok, pipelines_errors, render_error
+from tidings.api.surfaces import Handler, direct_call, lean_handler, ok, pipelines_errors, render_error
 from tidings.errors import InvalidInput, RateLimited, TidingsError
 from tidings.pipelines import service as pipelines
 from tidings.workspaces.schemas import WorkspaceContext
@@ -30,8 +30,15 @@ class PipelinesRoute(APIRoute):
     ``{"code", "message"}`` envelope. Credentials are checked in a dependency, inside this handler."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+        return self._answering(lean_handler(self, super().get_route_handler()))
 
+    def fast_lane_handler(self) -> Handler | None:
+        """The direct call (see tidings.api.fast_lane), or None when the route needs FastAPI's handler."""
+        direct = direct_call(self, super().get_route_handler())
+        return None if direct is None else self._answering(direct)
+
+    @staticmethod
+    def _answering(handler: Handler) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         async def answer(request: Request) -> Response:
             try:
                 return await handler(request)

@@ -105,6 +105,12 @@ def _takes_request_only(dependant: Dependant) -> bool:
 def lean_handler(route: APIRoute, general: Handler) -> Handler:
     """Call the endpoint directly when FastAPI would only pass it plain ``str`` path parameters, the
     request and credential dependencies, and it returns a ``Response`` as it is; else ``general``.
+    """
+    return direct_call(route, general) or general
+
+
+def direct_call(route: APIRoute, general: Handler) -> Handler | None:
+    """The endpoint called directly (see :func:`lean_handler`), or None when it needs FastAPI's handler.
 
     That is every ingestion route. FastAPI's general handler (dependency solving, body and response
     models) cost about a fifth of the event loop's time per Track v1 request, for nothing these routes
@@ -124,15 +130,15 @@ def lean_handler(route: APIRoute, general: Handler) -> Handler:
             for field in dependant.path_params
         )
     ):
-        return general
+        return None
     returns = get_typed_return_annotation(endpoint)
     if not (inspect.isclass(returns) and issubclass(returns, Response)):
-        return general
+        return None
     path_names = [field.name for field in dependant.path_params]
     dependencies: list[tuple[str, Callable[[Request], Awaitable[Any]]]] = []
     for dependency in dependant.dependencies:
         if dependency.name is None or dependency.call is None:
-            return general
+            return None
         dependencies.append((dependency.name, dependency.call))
     request_name = dependant.request_param_name
 
@@ -154,8 +160,16 @@ def lean_handler(route: APIRoute, general: Handler) -> Handler:
 def surface_route(renderer: Renderer) -> type[APIRoute]:
     class SurfaceRoute(APIRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            handler = lean_handler(self, super().get_route_handler())
+            return self._guarded(lean_handler(self, super().get_route_handler()))
 
+        def fast_lane_handler(self) -> Handler | None:
+            """What :mod:`tidings.api.fast_lane` may call for this route: the direct call with this
+            surface's error envelope, or None when the route needs FastAPI's general handler."""
+            direct = direct_call(self, super().get_route_handler())
+            return None if direct is None else self._guarded(direct)
+
+        @staticmethod
+        def _guarded(handler: Handler) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             async def guarded(request: Request) -> Response:
                 try:
                     response = await handler(request)
