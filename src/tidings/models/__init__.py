@@ -20,7 +20,7 @@ from tidings.models.job import Job
 from tidings.models.messaging import AddressSuppression, Layout, MessageTemplate, Snippet, SubscriptionTopic
 from tidings.models.newsletter import Newsletter, NewsletterTestGroup
 from tidings.models.object import Object, ObjectType, Relationship
-from tidings.models.person import Activity, AnonymousProfile, Device, Person, Suppression
+from tidings.models.person import Activity, AnonymousProfile, Device, Person, PersonRow, Suppression
 from tidings.models.segment import Segment, SegmentMembership, SegmentTimer
 from tidings.models.sender import SenderIdentity
 from tidings.models.webhook import ReportingWebhook, WebhookPost
@@ -60,6 +60,7 @@ __all__ = [
     "Object",
     "ObjectType",
     "Person",
+    "PersonRow",
     "PipelinesMessage",
     "Relationship",
     "ReportingWebhook",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, Text, UniqueConstraint
@@ -36,6 +37,40 @@ class Person(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
     attribute_timestamps: Mapped[dict[str, int]] = mapped_column(JsonDoc, default=dict)
     subscription_preferences: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+
+
+@dataclass(slots=True)
+class PersonRow:
+    """A person's columns as plain fields, for the code that writes people straight to the driver (the
+    set paths of tidings.people.service): building ORM instances for them (instance state, attribute
+    events, expunging) cost about a quarter of B1's writer, more than the statements that store them."""
+
+    workspace_id: int
+    cio_id: str
+    customer_id: str | None
+    email: str | None
+    email_key: str | None
+    created_at: int
+    updated_at: int
+    unsubscribed: bool
+    attributes: dict[str, Any]
+    attribute_timestamps: dict[str, int]
+    subscription_preferences: dict[str, Any]
+    # Known once the row is stored; 0 until then (keys start at 1).
+    id: int = 0
+
+    def to_person(self) -> Person:
+        """The same person as an ORM instance (not attached to any session); one not stored yet gets
+        its key when the session inserts it."""
+        values = {field.name: getattr(self, field.name) for field in fields(self)}
+        if not self.id:
+            del values["id"]
+        return Person(**values)
+
+
+if {field.name for field in fields(PersonRow)} != {column.key for column in Person.__table__.columns}:
+    # A column added to Person and not here would be silently left out of the rows written.
+    raise RuntimeError("PersonRow's fields must be exactly the columns of people")
 
 
 class AnonymousProfile(Base):

@@ -25,6 +25,7 @@ from tidings.models import (
     Journey,
     JourneyStep,
     Person,
+    PersonRow,
     Relationship,
     Segment,
     SegmentMembership,
@@ -69,7 +70,8 @@ _PEOPLE: Table = Person.__table__  # type: ignore[assignment]
 _PERSON_COLUMNS = tuple(column.key for column in _PEOPLE.columns if column.key != "id")
 # What an identify may change on a stored person.
 _UPDATED_COLUMNS = tuple(name for name in _PERSON_COLUMNS if name not in ("workspace_id", "cio_id"))
-_PEOPLE_BY_ID = select(Person).where(Person.id.in_(bindparam("ids", expanding=True)))
+# Read as plain rows (see PersonRow), not as ORM instances.
+_PEOPLE_BY_ID = select(*_PEOPLE.columns).where(_PEOPLE.c.id.in_(bindparam("ids", expanding=True)))
 DEVICE_PLATFORMS = frozenset({"ios", "android"})
 # Push tokens are at most a few hundred bytes (APNs 64 hex characters, FCM about 160).
 MAX_DEVICE_TOKEN_BYTES = 1000
@@ -252,7 +254,7 @@ def _identify(
             )
             return None
         else:
-            person = _new_person(ws, request, now=now)
+            person = _new_person(ws, request, now=now).to_person()
             session.add(person)
             created = True
     conflicting = [other for other in others.values() if other.id != person.id]
@@ -314,11 +316,11 @@ def _identify(
     return PersonRef(person.id, created)
 
 
-def _new_person(ws: WorkspaceContext, request: _IdentifyRequest, *, now: int) -> Person:
-    """The person an identify creates, not yet added: its attributes are set before the INSERT."""
+def _new_person(ws: WorkspaceContext, request: _IdentifyRequest, *, now: int) -> PersonRow:
+    """The person an identify creates, not yet stored: its attributes are set before the INSERT."""
     ident = request.ident
     email = ident.value if ident.type == "email" else None
-    return Person(
+    return PersonRow(
         workspace_id=ws.workspace_id,
         cio_id=new_cio_id(),
         customer_id=ident.value if ident.type == "id" else None,
@@ -334,7 +336,7 @@ def _new_person(ws: WorkspaceContext, request: _IdentifyRequest, *, now: int) ->
 
 
 def _apply_identify(
-    person: Person,
+    person: Person | PersonRow,
     request: _IdentifyRequest,
     ws: WorkspaceContext,
     *,
@@ -476,9 +478,7 @@ def identify_all(session: Session, items: Sequence[Identify]) -> list[PersonRef 
             ],
         )
     if creating:
-        created = _create_set(
-            session, ws, [(requests[place], items[place].now) for place in creating], attach=False
-        )
+        created = _create_set(session, ws, [(requests[place], items[place].now) for place in creating])
         for place, person in zip(creating, created, strict=True):
             results[place] = PersonRef(person.id, True)
     if updating:
@@ -501,8 +501,11 @@ def _update_set(
     already): one SELECT of the people, their UPDATEs in one executemany, one INSERT of the activities,
     one real-time evaluation per set of changed keys."""
     ids = [person_id for _, _, person_id in requests]
-    people = {person.id: person for person in session.scalars(_PEOPLE_BY_ID, {"ids": ids})}
-    changed: list[tuple[Person, dict[str, dict[str, Any]], int]] = []
+    # Read as stored: anything an earlier unit of this transaction changed through the ORM is written
+    # first (a plain SELECT does not flush by itself).
+    session.flush()
+    people = {row.id: PersonRow(**row._mapping) for row in session.execute(_PEOPLE_BY_ID, {"ids": ids})}
+    changed: list[tuple[PersonRow, dict[str, dict[str, Any]], int]] = []
     for request, now, person_id in requests:
         person = people[person_id]
         changes = _apply_identify(person, request, ws, now=now, anonymous_traits={})
@@ -512,8 +515,8 @@ def _update_set(
             changed.append((person, changes, now))
     if changed:
         # One executemany straight to the driver, instead of the ORM's flush (its change tracking and
-        # per-row processing were a fifth of B1's writer). The people then leave the session: it must not
-        # write them again, and anything later in the transaction reads them back as stored.
+        # per-row processing were a fifth of B1's writer). Copies of these people the session already
+        # holds are now out of date: they leave it, so anything later in the transaction reads them back.
         update_rows(
             session,
             _PEOPLE,
@@ -524,16 +527,18 @@ def _update_set(
             key="id",
         )
         for person, _, _ in changed:
-            session.expunge(person)
+            held = session.identity_map.get(session.identity_key(Person, person.id))
+            if held is not None:
+                session.expunge(held)
         _record_set(session, ws, changed, created=False, latest=max(now for _, now, _ in requests))
 
 
 def create_named_all(
-    session: Session, ws: WorkspaceContext, named: Sequence[tuple[Identifier, int]], *, attach: bool = False
-) -> list[Person]:
+    session: Session, ws: WorkspaceContext, named: Sequence[tuple[Identifier, int]]
+) -> list[PersonRow]:
     """People named (by id or email, with the instant) for the first time by calls that set nothing on
     them, such as events: created as a set. They must name nobody yet, no two the same person, and have
-    been checked against suppressions. ``attach``: see :func:`_create_set`."""
+    been checked against suppressions."""
     requests = []
     for ident, now in named:
         check_identifier(ident.value, ws.settings.limits, field_name="identifier")
@@ -547,36 +552,28 @@ def create_named_all(
             update_only=False,
         )
         requests.append((request, now))
-    return _create_set(session, ws, requests, attach=attach)
+    return _create_set(session, ws, requests)
 
 
 def _create_set(
     session: Session,
     ws: WorkspaceContext,
     requests: Sequence[tuple[_IdentifyRequest, int]],
-    *,
-    attach: bool,
-) -> list[Person]:
+) -> list[PersonRow]:
     """Create the people of plain creations (checked against suppressions already) in a constant number
     of statements: one INSERT of the people, one of their activities, one real-time evaluation per set
-    of changed keys. With ``attach`` the people returned belong to the session, for callers that go on
-    changing them; otherwise they are only a record of what was written (attaching costs as much as the
-    INSERT)."""
-    created: list[tuple[Person, dict[str, dict[str, Any]], int]] = []
+    of changed keys. The rows returned are a record of what was written, outside the session."""
+    created: list[tuple[PersonRow, dict[str, dict[str, Any]], int]] = []
     for request, now in requests:
         person = _new_person(ws, request, now=now)
         changes = _apply_identify(person, request, ws, now=now, anonymous_traits={})
         created.append((person, changes, now))
     # One INSERT … RETURNING straight to the driver: the ORM's flush of new objects (its unit of work,
-    # attribute events, per-row parameter processing) was a third of the writer's time in B1. Attached
-    # people join the session as if loaded, so later changes to them in this transaction are flushed.
+    # attribute events, per-row parameter processing) was a third of the writer's time in B1.
     rows = [{name: getattr(person, name) for name in _PERSON_COLUMNS} for person, _, _ in created]
     ids: dict[str, int] = dict(insert_returning(session, _PEOPLE, rows, ("cio_id", "id")))
     for person, _, _ in created:
         person.id = ids[person.cio_id]
-        if attach:
-            make_transient_to_detached(person)
-            session.add(person)
     _record_set(session, ws, created, created=True, latest=max(now for _, now in requests))
     return [person for person, _, _ in created]
 
@@ -584,7 +581,7 @@ def _create_set(
 def _record_set(
     session: Session,
     ws: WorkspaceContext,
-    people: Sequence[tuple[Person, dict[str, dict[str, Any]], int]],
+    people: Sequence[tuple[PersonRow, dict[str, dict[str, Any]], int]],
     *,
     created: bool,
     latest: int,
@@ -634,7 +631,7 @@ def _set_identifier(person: Person, ident: Identifier) -> None:
 
 
 def _report_subscription(
-    session: Session, workspace_id: int, person: Person, changes: dict[str, Any], *, now: int
+    session: Session, workspace_id: int, person: Person | PersonRow, changes: dict[str, Any], *, now: int
 ) -> None:
     """Reporting webhooks hear of subscription changes made through the data APIs too."""
     data = webhooks.customer_data(person)
@@ -695,7 +692,11 @@ def ensure_person(session: Session, ws: WorkspaceContext, ident: Identifier, *, 
     refuse_suppressed(session, ws.workspace_id, [ident])
     if ident.type == "cio_id":
         return None
-    return create_named_all(session, ws, [(ident, now)], attach=True)[0]
+    # Attached as if loaded: the caller goes on changing the person, and the session flushes that.
+    person = create_named_all(session, ws, [(ident, now)])[0].to_person()
+    make_transient_to_detached(person)
+    session.add(person)
+    return person
 
 
 def delete_person(session: Session, ws: WorkspaceContext, ident: Identifier) -> bool:

@@ -19,7 +19,15 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from tidings.errors import InvalidInput, NotFound
 from tidings.ids import new_ulid
-from tidings.models import Delivery, DeliveryMetricReport, Device, Person, ReportingWebhook, WebhookPost
+from tidings.models import (
+    Delivery,
+    DeliveryMetricReport,
+    Device,
+    Person,
+    PersonRow,
+    ReportingWebhook,
+    WebhookPost,
+)
 
 # Customer.io's event types (reference §6), by object type. Config-side names are ``<object_type>_<metric>``.
 EVENTS: dict[str, tuple[str, ...]] = {
@@ -438,7 +446,7 @@ def emit(
 # -- event data --------------------------------------------------------------------------------------
 
 
-def _person_fields(person: Person | None) -> dict[str, Any]:
+def _person_fields(person: Person | PersonRow | None) -> dict[str, Any]:
     """``customer_id`` (legacy: blank when the person is gone) and ``identifiers`` (every identifier a
     Tidings workspace has, null when not set)."""
     if person is None:
@@ -449,7 +457,7 @@ def _person_fields(person: Person | None) -> dict[str, Any]:
     }
 
 
-def customer_data(person: Person) -> dict[str, Any]:
+def customer_data(person: Person | PersonRow) -> dict[str, Any]:
     """The ``data`` of a ``customer_*`` event."""
     return {**_person_fields(person), "email_address": person.email}
 
