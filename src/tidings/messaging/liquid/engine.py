@@ -8,11 +8,12 @@ from functools import cache, lru_cache
 from io import StringIO
 from typing import Any
 
-from liquid import BoundTemplate, Environment, Markup, Mode, Tag
+from liquid import Environment, Markup, Mode, Tag
 from liquid.exceptions import LiquidError, LoopIterationLimitError, OutputStreamLimitError
 from liquid.stream import TokenStream
 
 from tidings.messaging.liquid import filters, syntax, tags
+from tidings.messaging.liquid.compiled import CompiledTemplate, compile_template
 from tidings.messaging.liquid.errors import (
     LIMIT_ERRORS,
     RenderFailed,
@@ -94,19 +95,22 @@ def _environment(limits: Limits, *, html: bool) -> Environment:
 
 
 class _Engine:
-    """One per ``Limits``: the two environments (HTML and text) and the parse cache they share."""
+    """One per ``Limits`` and way of rendering: the two environments (HTML and text) and the parse
+    cache they share."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, *, compiled: bool) -> None:
         self.limits = limits
+        self.compiled = compiled
         self.environments = (_environment(limits, html=False), _environment(limits, html=True))
-        self.parsed: Callable[[str, bool], BoundTemplate] = lru_cache(maxsize=CACHE_SIZE)(self._parse)
+        self.parsed: Callable[[str, bool], CompiledTemplate] = lru_cache(maxsize=CACHE_SIZE)(self._parse)
         self.parse_count = 0
+        self.plain_limit = min(limits.source_bytes, limits.output_bytes)
 
-    def _parse(self, source: str, html: bool) -> BoundTemplate:
+    def _parse(self, source: str, html: bool) -> CompiledTemplate:
         self.parse_count += 1
         self.check_size(source)
         try:
-            return prepare(self.environments[html].from_string(source))
+            template = prepare(self.environments[html].from_string(source))
         except LiquidError as err:
             if isinstance(err.__cause__, RecursionError):
                 raise SourceProblem("template is nested too deeply") from err
@@ -114,6 +118,7 @@ class _Engine:
             raise SourceProblem(str(err.message), line, column) from err
         except RecursionError as err:
             raise SourceProblem("template is nested too deeply") from err
+        return compile_template(template) if self.compiled else CompiledTemplate(template, None)
 
     def check_size(self, source: str) -> None:
         limit = self.limits.source_bytes
@@ -122,28 +127,35 @@ class _Engine:
             raise SourceProblem(f"template is larger than {limit} bytes")
 
     # The runtime's Owner protocol.
-    def template(self, source: str, html: bool) -> BoundTemplate:
+    def template(self, source: str, html: bool) -> CompiledTemplate:
         return self.parsed(source, html)
+
+    def is_plain(self, source: str) -> bool:
+        # No tag and no output, and short enough to be within every size limit: the text is its own
+        # rendering (most from, to and reply-to fields, and most snippets).
+        return "{" not in source and len(source) * 4 <= self.plain_limit
 
     def new_buffer(self) -> StringIO:
         return StringIO()
 
 
 @cache
-def _engine(limits: Limits) -> _Engine:
-    return _Engine(limits)
+def _engine(limits: Limits, compiled: bool) -> _Engine:
+    return _Engine(limits, compiled=compiled)
 
 
 class LiquidTemplates:
     """Validate and render Customer.io-flavoured Liquid (see the package docstring for the rules).
 
     Instances with equal ``Limits`` share their environments and parse cache, so creating one per
-    module or per request costs nothing after the first.
+    module or per request costs nothing after the first. Templates render through compiled Python
+    (``compiled``); ``compiled=False`` keeps python-liquid's tree walker, which the tests hold the
+    compiled renders to.
     """
 
-    def __init__(self, limits: Limits = Limits()) -> None:
+    def __init__(self, limits: Limits = Limits(), *, compiled: bool = True) -> None:
         self.limits = limits
-        self._engine = _engine(limits)
+        self._engine = _engine(limits, compiled)
 
     @property
     def parse_count(self) -> int:
@@ -171,10 +183,9 @@ class LiquidTemplates:
         html: bool = False,
         links: Links | None = None,
     ) -> str:
-        if "{" not in source and len(source) * 4 <= min(self.limits.source_bytes, self.limits.output_bytes):
-            # No tag and no output: the text is its own rendering (most from, to and reply-to fields).
-            return source
         engine = self._engine
+        if engine.is_plain(source):
+            return source
         try:
             template = engine.parsed(source, html)
         except SourceProblem as problem:
@@ -192,7 +203,7 @@ class LiquidTemplates:
                 data["content"] = Markup(content)
 
         limits = self.limits
-        render_context = TidingsContext(template, globals=data).setup(
+        render_context = TidingsContext(template.template, globals=data).setup(
             owner=engine, html=html, links=links, budget=Budget(limits.loop_iterations, limits.depth)
         )
         buffer = engine.new_buffer()

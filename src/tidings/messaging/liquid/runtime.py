@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from io import StringIO
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,10 +35,15 @@ class Links(Protocol):
     def topic_name(self, language: str | None) -> str: ...  # name of the message's subscription topic
 
 
+class Nested(Protocol):
+    def render_with_context(self, context: TidingsContext, buffer: StringIO) -> None: ...
+
+
 class Owner(Protocol):
     """What the render context needs from the engine to render nested Liquid (snippets, render_liquid)."""
 
-    def template(self, source: str, html: bool) -> BoundTemplate: ...
+    def template(self, source: str, html: bool) -> Nested: ...
+    def is_plain(self, source: str) -> bool: ...  # text that is its own rendering
     def new_buffer(self) -> StringIO: ...
 
 
@@ -131,7 +136,7 @@ class Snippets(Mapping[str, object]):
 _PROPERTY = re.compile(r"[\u0080-\uFFFFa-zA-Z_][\u0080-\uFFFFa-zA-Z0-9_-]*")
 
 
-def describe_path(path: list[object]) -> str:
+def describe_path(path: Sequence[object]) -> str:
     parts = [str(path[0])]
     for segment in path[1:]:
         if isinstance(segment, str):
@@ -139,6 +144,60 @@ def describe_path(path: list[object]) -> str:
         else:
             parts.append(f"[{segment}]")
     return "".join(parts)
+
+
+# Segments python-liquid's ``get_item`` treats specially (``.size`` of a list, ``.first`` of a hash).
+_SPECIAL_SEGMENTS = frozenset(("size", "first", "last"))
+
+
+class _Unset:
+    __slots__ = ()
+
+
+UNSET: Any = _Unset()  # what ``resolve`` returns for a path that leads nowhere
+
+
+def resolve(context: TidingsContext, root: object, rest: Sequence[object], token: Token | None) -> object:
+    """The value at a path of plain segments, or ``UNSET``; snippets read on the way are rendered.
+
+    As python-liquid's ``RenderContext.get`` with its ``get_item``, with fast paths for the JSON a
+    context is made of: the scope's dicts are searched without raising ``KeyError`` for each one that
+    lacks the name, and dict keys and list indexes are read directly.
+    """
+    obj: object = UNSET
+    try:
+        # The chain map's own lookup raises and catches KeyError once per namespace it passes.
+        for namespace in context.scope._maps:
+            if type(namespace) is dict:
+                obj = namespace.get(root, UNSET)
+                if obj is not UNSET:
+                    break
+            else:
+                try:
+                    obj = namespace[root]  # type: ignore[index]
+                    break
+                except KeyError:
+                    pass
+        else:
+            return UNSET
+    except (KeyError, TypeError, IndexError):
+        return UNSET
+    for segment in rest:
+        kind = type(obj)
+        plain = type(segment) is str or type(segment) is int
+        if plain and (kind is dict or kind is list) and segment not in _SPECIAL_SEGMENTS:
+            try:
+                obj = obj[segment]  # type: ignore[index]
+            except (KeyError, TypeError, IndexError):
+                return UNSET
+            continue
+        try:
+            obj = context.get_item(obj, segment)
+        except (KeyError, TypeError, IndexError):
+            return UNSET
+        if kind is Snippets and isinstance(obj, str):
+            obj = context.render_nested(obj, label=f"in snippet {segment!r}", token=token, isolated=True)
+    return obj
 
 
 class TidingsContext(RenderContext):
@@ -159,26 +218,10 @@ class TidingsContext(RenderContext):
         return self
 
     def get(self, path: list[object], *, token: Token | None, default: object = UNDEFINED) -> object:
-        it = iter(path)
-        root = next(it)
-        try:
-            obj = self.scope[root]  # type: ignore[index]
-        except (KeyError, TypeError, IndexError):
-            if default is UNDEFINED:
-                return Missing(describe_path(path), token=token)
-            return default
-
-        for segment in it:
-            from_snippets = type(obj) is Snippets
-            try:
-                obj = self.get_item(obj, segment)
-            except (KeyError, TypeError, IndexError):
-                if default is UNDEFINED:
-                    return Missing(describe_path(path), token=token)
-                return default
-            if from_snippets and isinstance(obj, str):
-                obj = self.render_nested(obj, label=f"in snippet {segment!r}", token=token, isolated=True)
-        return obj
+        value = resolve(self, path[0], path[1:], token)
+        if value is UNSET:
+            return Missing(describe_path(path), token=token) if default is UNDEFINED else default
+        return value
 
     def render_nested(self, source: str, *, label: str, token: Token | None, isolated: bool) -> str:
         """Render Liquid found in data (a snippet, a render_liquid value) as trusted output.
@@ -194,6 +237,9 @@ class TidingsContext(RenderContext):
             try:
                 if budget.depth > budget.max_depth:
                     raise ContextDepthError("maximum context depth reached", token=None)
+                if self.owner.is_plain(source):
+                    # Most snippets: no Liquid, no new context.
+                    return Markup(source) if self.html else source
                 try:
                     template = self.owner.template(source, self.html)
                 except SourceProblem as problem:
