@@ -80,6 +80,17 @@ SOURCES = [
     "{% for item in trigger.items %}{% for tag in customer.tags %}{% for c in (1..2) %}{% for d in (1..1) %}"
     "{% for e in (1..1) %}{% for f in (1..1) %}{{ item.sku }}{{ tag }}{{ c }}{% endfor %}{% endfor %}"
     "{% endfor %}{% endfor %}{% endfor %}{% endfor %}",
+    # Names bound in front of the globals: assigns, loop variables (also one called forloop), counters,
+    # render_liquid (which may assign anything), the template's own namespace.
+    "{{ customer.city }}{% assign customer = trigger %}{{ customer.order_id }}",
+    "{% for customer in trigger.items %}{{ customer.name }}{% endfor %}{{ customer.city }}",
+    "{% for item in trigger.items %}{% for item in customer.tags %}{{ item }}{% endfor %}{{ item.sku }}"
+    "{% endfor %}",
+    "{% for forloop in customer.tags %}{{ forloop }}{% endfor %}",
+    "{% increment customer %}{{ customer.city }} {% decrement n %}{{ n }} {{ partial }}",
+    "{% render_liquid snippets.assigning %}{{ customer }}",
+    "{% capture trigger %}captured{% endcapture %}{{ trigger }}",
+    "{% if customer.vip %}{% assign plan = customer.plan %}{% endif %}{{ plan | upcase }}",
     # Failures: undefined paths (top level, in a loop, in a filter argument), filter errors, a break
     # outside a loop, a failing snippet.
     "ok {{ customer.plan.name }}",

@@ -7,9 +7,11 @@ has given each node and expression the behaviour of its position, ``compile_temp
 template into the source of one Python function and ``exec``s it once per parsed template:
 
 - text, output statements (``{{ }}`` and ``echo``), ``if``/``elsif``/``else`` and ``for`` loops become
-  Python statements; paths of plain segments resolve through ``resolve`` with dict and list fast paths;
-  filters are called directly, with their arguments evaluated inline and literal arguments as
-  constants;
+  Python statements; filters are called directly, with their arguments evaluated inline and literal
+  arguments as constants;
+- a path of plain segments starts from the enclosing loop's item or ``forloop`` when it names one, from
+  the render's globals when the template binds nothing of that name in front of them (``_scope_names``),
+  and otherwise from a full ``resolve`` through the scope; dict keys along it are read directly;
 - everything else (``assign``, ``capture``, ``case``, ``unless``, Customer.io's tags, blank blocks,
   conditions, loop expressions, nested paths) is the prepared node or expression itself, called from
   the compiled code exactly as the tree walker would call it.
@@ -22,11 +24,11 @@ Python cannot compile (deeper nesting than its block limit) keep the tree walker
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 import markupsafe
-from liquid import BoundTemplate, Markup, Node
+from liquid import BoundTemplate, Markup, Node, RenderContext
 from liquid.ast import BlockNode
 from liquid.builtin.content import ContentNode
 from liquid.builtin.expressions import Path
@@ -55,7 +57,15 @@ from liquid.exceptions import (
 )
 from liquid.stringify import to_liquid_string
 
-from tidings.messaging.liquid.runtime import UNSET, Missing, UndefinedVariable, describe_path, resolve
+from tidings.messaging.liquid.runtime import (
+    SPECIAL_SEGMENTS,
+    UNSET,
+    Missing,
+    UndefinedVariable,
+    describe_path,
+    resolve,
+    walk,
+)
 from tidings.messaging.liquid.strict import (
     CheckedBlockNode,
     CheckedEchoNode,
@@ -64,9 +74,10 @@ from tidings.messaging.liquid.strict import (
     GuardedFilter,
     StrictPath,
 )
+from tidings.messaging.liquid.tags import RenderLiquidNode
 
 if TYPE_CHECKING:
-    from liquid import Environment, Token
+    from liquid import Token
     from liquid.expression import Expression
 
     from tidings.messaging.liquid.runtime import TidingsContext
@@ -103,14 +114,36 @@ class CompiledTemplate:
 
 def compile_template(template: BoundTemplate) -> CompiledTemplate:
     try:
-        return CompiledTemplate(template, _Compiler(template.env).compile(template.nodes))
+        return CompiledTemplate(template, _Compiler(template).compile(template.nodes))
     except (SyntaxError, RecursionError, MemoryError):
         return CompiledTemplate(template, None)
 
 
+def _scope_names(template: BoundTemplate) -> frozenset[str] | None:
+    """Every name the template may bind in front of the render's globals (assign, capture, counters,
+    loop variables), or None when that cannot be known: ``render_liquid`` renders Liquid from data
+    in the same scope, and it may assign anything."""
+    names = {"partial"}  # the namespace BoundTemplate.render_with_context pushes
+    static = RenderContext(template)
+    stack: list[Node] = list(template.nodes)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, RenderLiquidNode):
+            return None
+        names.update(node.template_scope())
+        names.update(node.block_scope())
+        stack.extend(node.children(static, include_partials=False))
+    return frozenset(names)
+
+
 class _Compiler:
-    def __init__(self, env: Environment) -> None:
+    def __init__(self, template: BoundTemplate) -> None:
+        env = template.env
         self.env = env
+        # Roots that may be read straight from the globals (see ``path``): None when none may.
+        self.bound = _scope_names(template)
+        # Enclosing compiled loops, innermost last: (loop variable, its item's name, the drop's name).
+        self.loop_names: list[tuple[str, str, str]] = []
         self.html = bool(env.autoescape)
         self.limit = env.output_stream_limit
         self.lines: list[str] = []
@@ -136,6 +169,12 @@ class _Compiler:
         self.emit(2, "write = buffer.write")
         self.emit(2, "tell = buffer.tell")
         self.emit(2, "scope = context.scope")
+        # A fresh render's scope is [locals, globals, builtins, counters] with nothing assigned yet:
+        # then a root the template never binds is the globals' or, failing that, the later maps'.
+        # Otherwise (a copied context, a render inside a loop or after assigns) roots resolve in full.
+        self.emit(2, "g = context.globals")
+        self.emit(2, "if type(g) is not dict or context.locals or scope.size() != 4:")
+        self.emit(3, "g = NO_GLOBALS")
         # As BoundTemplate.render_with_context: the template's namespace is pushed for the render,
         # and a failure of a top-level node without a position takes the node's.
         self.depth_check(2)
@@ -258,7 +297,9 @@ class _Compiler:
         self.emit(indent + 3, f"{namespace}[{name}] = {item}")
         self.emit(indent + 3, "try:")
         self.loops += 1
+        self.loop_names.append((str(expression.identifier), item, loop))
         self.block(node.block, indent + 4)
+        self.loop_names.pop()
         self.loops -= 1
         self.emit(indent + 4, "pass")
         self.emit(indent + 3, "except ContinueLoop:")
@@ -299,7 +340,20 @@ class _Compiler:
         target = self.temp()
         root, *rest = expression.path
         token = self.const(expression.token)
-        self.emit(indent, f"{target} = resolve(context, {root!r}, {tuple(rest)!r}, {token})")
+        binding = self.loop_binding(root)
+        if binding is not None:
+            # The innermost enclosing loop's namespace is first in the scope: its item or drop.
+            self.emit(indent, f"{target} = {binding}")
+            self.walk(target, rest, token, indent)
+        elif self.bound is not None and isinstance(root, str) and root not in self.bound:
+            self.emit(indent, f"{target} = g.get({root!r}, UNSET)")
+            self.emit(indent, f"if {target} is UNSET:")
+            self.emit(indent + 1, f"{target} = resolve(context, {root!r}, {tuple(rest)!r}, {token})")
+            if rest:
+                self.emit(indent, "else:")
+                self.walk(target, rest, token, indent + 1)
+        else:
+            self.emit(indent, f"{target} = resolve(context, {root!r}, {tuple(rest)!r}, {token})")
         self.emit(indent, f"if {target} is UNSET:")
         if strict:
             # StrictPath: the path as written, at its position.
@@ -307,6 +361,25 @@ class _Compiler:
         else:
             self.emit(indent + 1, f"{target} = Missing({describe_path(expression.path)!r}, token={token})")
         return target
+
+    def loop_binding(self, root: object) -> str | None:
+        for name, item, loop in reversed(self.loop_names):
+            if root == name:
+                return item
+            if root == "forloop":
+                return loop
+        return None
+
+    def walk(self, target: str, rest: Sequence[object], token: str, indent: int) -> None:
+        # As runtime.walk: a dict's key read directly, anything else through walk itself.
+        for segment in rest:
+            if type(segment) is str and segment not in SPECIAL_SEGMENTS:
+                self.emit(indent, f"if type({target}) is dict:")
+                self.emit(indent + 1, f"{target} = {target}.get({segment!r}, UNSET)")
+                self.emit(indent, f"elif {target} is not UNSET:")
+            else:
+                self.emit(indent, f"if {target} is not UNSET:")
+            self.emit(indent + 1, f"{target} = walk(context, {target}, ({segment!r},), {token})")
 
     def filtered(self, expression: CheckedFilteredExpression, indent: int) -> str:
         value = self.value(expression.left, indent)
@@ -374,9 +447,11 @@ _RUNTIME: Mapping[str, object] = {
     "Missing": Missing,
     "OutputStreamLimitError": OutputStreamLimitError,
     "StopRender": StopRender,
+    "NO_GLOBALS": {},
     "UNSET": UNSET,
     "UndefinedVariable": UndefinedVariable,
     "escape_text": _escape_text,
     "resolve": resolve,
+    "walk": walk,
     "to_liquid_string": to_liquid_string,
 }

@@ -147,7 +147,7 @@ def describe_path(path: Sequence[object]) -> str:
 
 
 # Segments python-liquid's ``get_item`` treats specially (``.size`` of a list, ``.first`` of a hash).
-_SPECIAL_SEGMENTS = frozenset(("size", "first", "last"))
+SPECIAL_SEGMENTS = frozenset(("size", "first", "last"))
 
 
 class _Unset:
@@ -182,10 +182,15 @@ def resolve(context: TidingsContext, root: object, rest: Sequence[object], token
             return UNSET
     except (KeyError, TypeError, IndexError):
         return UNSET
+    return walk(context, obj, rest, token)
+
+
+def walk(context: TidingsContext, obj: object, rest: Sequence[object], token: Token | None) -> object:
+    """The value at ``rest`` from ``obj`` (the second half of ``resolve``), or ``UNSET``."""
     for segment in rest:
         kind = type(obj)
         plain = type(segment) is str or type(segment) is int
-        if plain and (kind is dict or kind is list) and segment not in _SPECIAL_SEGMENTS:
+        if plain and (kind is dict or kind is list) and segment not in SPECIAL_SEGMENTS:
             try:
                 obj = obj[segment]  # type: ignore[index]
             except (KeyError, TypeError, IndexError):
