@@ -578,6 +578,10 @@ def test_html_to_text() -> None:
         "link (https://e.com/x) https://e.com/y m@e.com top Logo (https://e.com/logo)\n\n"
         "A B\nC D\n\n  keep\n  this\n"
     )
+    # Every kind of whitespace collapses to one space: tabs, newlines, no-break and em spaces.
+    assert html_to_text("<p> one\u00a0\u00a0two\tthree \n four\u2003five </p><p>six seven</p>") == (
+        "one two three four five\n\nsix seven\n"
+    )
 
 
 # --- validators

@@ -361,22 +361,32 @@ class _TextExtractor:
         self._lists: list[int | None] = []  # None for <ul>, the next number for <ol>
 
     def _tail(self) -> str:
-        for part in reversed(self.parts):
+        parts = self.parts
+        if parts and parts[-1]:
+            return parts[-1]
+        for part in reversed(parts):
             if part:
                 return part
         return ""
 
     def _trim_spaces(self) -> None:
+        parts = self.parts
+        if parts and parts[-1] and parts[-1][-1] != " ":
+            return  # the usual case: nothing to trim
         # Emptied parts stay in place: open links remember where their text starts by index.
-        for i in range(len(self.parts) - 1, -1, -1):
-            self.parts[i] = self.parts[i].rstrip(" ")
-            if self.parts[i]:
+        for i in range(len(parts) - 1, -1, -1):
+            parts[i] = parts[i].rstrip(" ")
+            if parts[i]:
                 return
 
     def _text(self, text: str) -> None:
         if not self._pre:
-            # Most text runs are the whitespace between two tags.
-            text = " " if text.isspace() else _WHITESPACE.sub(" ", text)
+            # Most text runs are the whitespace between two tags, and most others have no whitespace
+            # but single spaces: every other whitespace character (\s) is also unprintable.
+            if text.isspace():
+                text = " "
+            elif "  " in text or not text.isprintable():
+                text = _WHITESPACE.sub(" ", text)
             if text[:1] == " ":
                 tail = self._tail()
                 if not tail or tail[-1] in " \n":
@@ -387,8 +397,13 @@ class _TextExtractor:
     def _break(self, newlines: int) -> None:
         """End the current line and leave ``newlines`` line breaks (1: new line, 2: new paragraph)."""
         self._trim_spaces()
+        parts = self.parts
+        if parts and parts[-1][-1:] not in ("\n", ""):
+            # The usual case: the last part is text (trimmed of spaces above), so no line break yet.
+            parts.append("\n" * newlines)
+            return
         present = 0
-        for part in reversed(self.parts):
+        for part in reversed(parts):
             stripped = part.rstrip("\n")
             present += len(part) - len(stripped)
             if stripped:
