@@ -11,7 +11,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from tidings.db.engine import normalize_url
 from tidings.db.migrate import HEAD, alembic_config, current_revision, upgrade
@@ -124,3 +124,42 @@ def test_a_start_on_an_up_to_date_sqlite_database_imports_no_more_than_it_needs(
     )
     assert started.stdout.split() == ["alembic"]
     assert current_revision(fresh) == HEAD
+
+
+def _anonymous_index_condition(url: str) -> str | None:
+    engine = create_engine(normalize_url(url))
+    try:
+        (index,) = [i for i in inspect(engine).get_indexes("events") if i["name"] == "ix_events_anonymous"]
+        options: dict[str, object] = dict(index.get("dialect_options", {}))
+        where = options.get(f"{engine.dialect.name}_where")
+        if where is None:
+            return None
+        return " ".join(str(where).lower().replace("(", "").replace(")", "").split())
+    finally:
+        engine.dispose()
+
+
+def test_the_anonymous_events_index_holds_only_events_waiting_to_merge(database_url: str) -> None:
+    waiting = "person_id is null and anonymous_id is not null"
+    assert _anonymous_index_condition(database_url) == waiting
+    command.downgrade(alembic_config(database_url), "0015")
+    assert _anonymous_index_condition(database_url) is None
+    upgrade(database_url)
+    assert _anonymous_index_condition(database_url) == waiting
+    assert _differences(database_url) == []
+    # Merging a visitor's events on identify (tidings.people.anonymous) finds them through it.
+    merge = (
+        "SELECT id FROM events WHERE workspace_id = 1 AND anonymous_id = 'visitor' "
+        "AND person_id IS NULL AND timestamp >= 0"
+    )
+    engine = create_engine(normalize_url(database_url))
+    try:
+        with engine.connect() as connection:
+            if engine.dialect.name == "postgresql":
+                connection.execute(text("SET enable_seqscan = off"))
+                plan = " ".join(row[0] for row in connection.execute(text(f"EXPLAIN {merge}")))
+            else:
+                plan = " ".join(row[3] for row in connection.execute(text(f"EXPLAIN QUERY PLAN {merge}")))
+    finally:
+        engine.dispose()
+    assert "ix_events_anonymous" in plan, plan
