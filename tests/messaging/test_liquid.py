@@ -49,15 +49,16 @@ class FakeLinks:
         return {"pt": "Novidades & ofertas"}.get(language or "", "News & offers")
 
 
-# Every test runs against the compiled renders and python-liquid's tree walker, which they must match.
-@pytest.fixture(scope="module", params=[True, False], ids=["compiled", "tree"])
-def compiled(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
+# Every test runs against the compiled renders (compiled at the first render) and python-liquid's tree
+# walker (never compiled), which they must match.
+@pytest.fixture(scope="module", params=[1, 0], ids=["compiled", "tree"])
+def compile_after(request: pytest.FixtureRequest) -> int:
+    return int(request.param)
 
 
 @pytest.fixture(scope="module")
-def liquid(compiled: bool) -> LiquidTemplates:
-    return LiquidTemplates(compiled=compiled)
+def liquid(compile_after: int) -> LiquidTemplates:
+    return LiquidTemplates(compile_after=compile_after)
 
 
 def render(
@@ -338,8 +339,8 @@ def test_snippet_fan_out_runs_out_of_budget_fast(liquid: LiquidTemplates) -> Non
     fails_fast(liquid, "{{ snippets.s0 }}", {"snippets": snippets}, "loop_iterations")
 
 
-def test_depth_limit_counts_nested_renders(compiled: bool) -> None:
-    liquid = LiquidTemplates(Limits(depth=3), compiled=compiled)
+def test_depth_limit_counts_nested_renders(compile_after: int) -> None:
+    liquid = LiquidTemplates(Limits(depth=3), compile_after=compile_after)
     chain = {"a": "a{{ snippets.b }}", "b": "b{{ snippets.c }}", "c": "c{{ snippets.d }}", "d": "d"}
     with pytest.raises(RenderFailed) as info:
         liquid.render("{{ snippets.a }}", {"snippets": chain}, field="body")
@@ -651,8 +652,8 @@ def test_limit_filter_parses_despite_being_a_loop_keyword(liquid: LiquidTemplate
     assert render(liquid, "{% for i in (1..5) limit: 2 %}{{ i }}{% endfor %}") == "12"
 
 
-def test_expression_filters_count_as_loop_iterations(compiled: bool) -> None:
-    liquid = LiquidTemplates(Limits(loop_iterations=50), compiled=compiled)
+def test_expression_filters_count_as_loop_iterations(compile_after: int) -> None:
+    liquid = LiquidTemplates(Limits(loop_iterations=50), compile_after=compile_after)
     context = {"items": list(range(30))}
     assert liquid.render("{{ items | where_exp: 'i', 'i > 27' | join }}", context, field="f") == "28 29"
     with pytest.raises(RenderFailed) as info:
@@ -778,16 +779,16 @@ def test_output_limit(liquid: LiquidTemplates, source: str) -> None:
     assert "output size limit of 1000000 bytes reached" in str(err)
 
 
-def test_output_limit_counts_bytes(compiled: bool) -> None:
-    liquid = LiquidTemplates(Limits(output_bytes=100), compiled=compiled)
+def test_output_limit_counts_bytes(compile_after: int) -> None:
+    liquid = LiquidTemplates(Limits(output_bytes=100), compile_after=compile_after)
     assert liquid.render("{{ s }}", {"s": "é" * 50}, field="f") == "é" * 50
     with pytest.raises(RenderFailed) as info:
         liquid.render("{{ s }}", {"s": "é" * 51}, field="f")
     assert info.value.limit == "output_bytes"
 
 
-def test_local_namespace_limit(compiled: bool) -> None:
-    liquid = LiquidTemplates(Limits(local_namespace=10_000), compiled=compiled)
+def test_local_namespace_limit(compile_after: int) -> None:
+    liquid = LiquidTemplates(Limits(local_namespace=10_000), compile_after=compile_after)
     source = (
         "{% assign a = s | append: 'a' %}{% assign b = s | append: 'b' %}{% assign c = s | append: 'c' %}"
     )
@@ -798,8 +799,8 @@ def test_local_namespace_limit(compiled: bool) -> None:
     assert liquid.render(source + "ok", {"s": "x" * 1_000}, field="body") == "ok"
 
 
-def test_source_size_limit_on_validate_and_render(compiled: bool) -> None:
-    liquid = LiquidTemplates(Limits(source_bytes=100), compiled=compiled)
+def test_source_size_limit_on_validate_and_render(compile_after: int) -> None:
+    liquid = LiquidTemplates(Limits(source_bytes=100), compile_after=compile_after)
     liquid.validate("x" * 100, field="subject")
     with pytest.raises(TemplateInvalid) as invalid:
         liquid.validate("é" * 51, field="subject")
@@ -868,13 +869,15 @@ def test_a_template_is_parsed_once_for_many_renders(liquid: LiquidTemplates) -> 
     assert liquid.parse_count == before + 1
 
 
-def test_cache_is_keyed_by_mode_and_shared_between_instances(liquid: LiquidTemplates, compiled: bool) -> None:
+def test_cache_is_keyed_by_mode_and_shared_between_instances(
+    liquid: LiquidTemplates, compile_after: int
+) -> None:
     source = f"{{{{ x }}}} #{uuid.uuid4()}"
     before = liquid.parse_count
     liquid.validate(source, field="body")
     render(liquid, source, {"x": 1})
     assert liquid.parse_count == before + 1
-    other = LiquidTemplates(compiled=compiled)
+    other = LiquidTemplates(compile_after=compile_after)
     assert other.render(source, {"x": 2}, field="body", html=True).startswith("2 #")
     assert liquid.parse_count == before + 2
     hits = liquid.cache_info().hits

@@ -4,15 +4,17 @@ ones it hands back to the tree walker in between."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
 
 from tidings.messaging.liquid import Limits, LiquidTemplates, RenderFailed
 from tidings.messaging.liquid.compiled import CompiledTemplate
+from tidings.messaging.liquid.engine import COMPILE_SOURCE_LIMIT
 
-COMPILED = LiquidTemplates()
-TREE = LiquidTemplates(compiled=False)
+COMPILED = LiquidTemplates(compile_after=1)
+TREE = LiquidTemplates(compile_after=0)
 
 CONTEXT: dict[str, Any] = {
     "customer": {
@@ -105,7 +107,7 @@ SOURCES = [
 
 def outcome(liquid: LiquidTemplates, source: str, *, html: bool, limits: Limits | None = None) -> object:
     if limits is not None:
-        liquid = LiquidTemplates(limits, compiled=liquid is COMPILED)
+        liquid = LiquidTemplates(limits, compile_after=1 if liquid is COMPILED else 0)
     try:
         return liquid.render(source, CONTEXT, field="body", html=html)
     except RenderFailed as err:
@@ -144,13 +146,27 @@ def test_limits_fail_the_same_way(limits: Limits, source: str) -> None:
 
 def test_templates_are_compiled_and_the_expected_text_comes_out() -> None:
     source = SOURCES[9]
+    assert COMPILED.render(source, CONTEXT, field="body", html=True) == (
+        "1/3 Shirt &amp; tie, 2/3 Tote, 3/3 Socks."
+    )
     template = COMPILED._engine.template(source, True)
     assert isinstance(template, CompiledTemplate)
     assert template.compiled
-    assert (
-        COMPILED.render(source, CONTEXT, field="body", html=True)
-        == "1/3 Shirt &amp; tie, 2/3 Tote, 3/3 Socks."
-    )
+
+
+def test_a_template_is_compiled_at_its_second_render_unless_it_is_very_large() -> None:
+    liquid = LiquidTemplates()  # the defaults
+    source = "{{ customer.city }} " + uuid.uuid4().hex
+    liquid.validate(source, field="body")
+    assert not liquid._engine.template(source, False).compiled
+    assert liquid.render(source, CONTEXT, field="body").startswith("Porto ")
+    assert not liquid._engine.template(source, False).compiled
+    assert liquid.render(source, CONTEXT, field="body").startswith("Porto ")
+    assert liquid._engine.template(source, False).compiled
+    large = "{{ customer.city }}" + "x" * COMPILE_SOURCE_LIMIT
+    for _ in range(3):
+        assert liquid.render(large, CONTEXT, field="body").startswith("Portox")
+    assert not liquid._engine.template(large, False).compiled
 
 
 def test_nesting_python_cannot_compile_falls_back_to_the_tree_walker() -> None:

@@ -3,8 +3,8 @@
 Built on python-liquid, following Customer.io's "latest" engine (LiquidJS semantics) where its two
 engines differ. One environment per output mode (HTML or text) per ``Limits``, shared by every
 ``LiquidTemplates``; parsed templates are cached by (source, mode), so rendering one template for many
-people parses it once. Each parsed template is also compiled to a Python function (``compiled``), which
-renders it about twice as fast as python-liquid's tree walker, with the same results and failures.
+people parses it once. A template rendered again is compiled to a Python function (``compiled``),
+which renders it about twice as fast as python-liquid's tree walker, with the same results and failures.
 
 Context: the caller passes ``customer``, ``event``, ``trigger``, ``journey``, ``objects``, ``snippets``,
 ``campaign``, ``message``, ``layout``, ``delivery_id`` and ``content`` (the layout insertion point). The

@@ -13,7 +13,7 @@ from liquid.exceptions import LiquidError, LoopIterationLimitError, OutputStream
 from liquid.stream import TokenStream
 
 from tidings.messaging.liquid import filters, syntax, tags
-from tidings.messaging.liquid.compiled import CompiledTemplate, compile_template
+from tidings.messaging.liquid.compiled import CompiledTemplate
 from tidings.messaging.liquid.errors import (
     LIMIT_ERRORS,
     RenderFailed,
@@ -35,6 +35,10 @@ from tidings.messaging.liquid.strict import RangeTooLarge, prepare
 # Parsed templates kept per engine. A typical message has a handful of fields plus snippets and
 # layouts; this holds the working set of a busy workspace without holding every template ever seen.
 CACHE_SIZE = 1024
+# A template is compiled to Python at its second render (see compiled.CompiledTemplate), unless its
+# source is longer than this: compiling takes about 3 ms per 1,000 characters.
+COMPILE_AFTER = 2
+COMPILE_SOURCE_LIMIT = 100_000
 
 
 @dataclass(frozen=True)
@@ -98,9 +102,9 @@ class _Engine:
     """One per ``Limits`` and way of rendering: the two environments (HTML and text) and the parse
     cache they share."""
 
-    def __init__(self, limits: Limits, *, compiled: bool) -> None:
+    def __init__(self, limits: Limits, *, compile_after: int) -> None:
         self.limits = limits
-        self.compiled = compiled
+        self.compile_after = compile_after
         self.environments = (_environment(limits, html=False), _environment(limits, html=True))
         self.parsed: Callable[[str, bool], CompiledTemplate] = lru_cache(maxsize=CACHE_SIZE)(self._parse)
         self.parse_count = 0
@@ -118,7 +122,9 @@ class _Engine:
             raise SourceProblem(str(err.message), line, column) from err
         except RecursionError as err:
             raise SourceProblem("template is nested too deeply") from err
-        return compile_template(template) if self.compiled else CompiledTemplate(template, None)
+        # Very large templates stay with the tree walker: compiling one would stall its first renders.
+        compile_after = self.compile_after if len(source) <= COMPILE_SOURCE_LIMIT else 0
+        return CompiledTemplate(template, compile_after=compile_after)
 
     def check_size(self, source: str) -> None:
         limit = self.limits.source_bytes
@@ -140,22 +146,22 @@ class _Engine:
 
 
 @cache
-def _engine(limits: Limits, compiled: bool) -> _Engine:
-    return _Engine(limits, compiled=compiled)
+def _engine(limits: Limits, compile_after: int) -> _Engine:
+    return _Engine(limits, compile_after=compile_after)
 
 
 class LiquidTemplates:
     """Validate and render Customer.io-flavoured Liquid (see the package docstring for the rules).
 
     Instances with equal ``Limits`` share their environments and parse cache, so creating one per
-    module or per request costs nothing after the first. Templates render through compiled Python
-    (``compiled``); ``compiled=False`` keeps python-liquid's tree walker, which the tests hold the
-    compiled renders to.
+    module or per request costs nothing after the first. A template renders through compiled Python
+    from its ``compile_after``-th render on (``compiled``); 0 keeps python-liquid's tree walker, which
+    the tests hold the compiled renders to.
     """
 
-    def __init__(self, limits: Limits = Limits(), *, compiled: bool = True) -> None:
+    def __init__(self, limits: Limits = Limits(), *, compile_after: int = COMPILE_AFTER) -> None:
         self.limits = limits
-        self._engine = _engine(limits, compiled)
+        self._engine = _engine(limits, compile_after)
 
     @property
     def parse_count(self) -> int:
